@@ -1,0 +1,51 @@
+"""IP allowlists: parsing (0 to 5 addresses per key) and the pipeline's `check_ip` step."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+
+from gateway.context import RequestContext
+from gateway.errors import IpNotAllowed
+
+__all__ = ["MAX_ALLOWED_IPS", "AllowlistError", "check_ip", "parse_allowlist", "split_ips"]
+
+MAX_ALLOWED_IPS = 5
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class AllowlistError(ValueError):
+    """A bad allowlist; the message is meant for the user."""
+
+
+def split_ips(values: Iterable[str]) -> list[str]:
+    """Addresses from repeated fields and/or fields separated by commas or newlines."""
+    return [part for value in values for part in re.split(r"[\s,]+", value) if part]
+
+
+def parse_allowlist(values: Iterable[str]) -> tuple[IpAddress, ...]:
+    """Validated, de-duplicated addresses; IPv4-mapped IPv6 is folded to IPv4."""
+    addresses: list[IpAddress] = []
+    for text in split_ips(values):
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            raise AllowlistError(f"'{text}' is not a valid IPv4 or IPv6 address") from None
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        if address not in addresses:
+            addresses.append(address)
+    if len(addresses) > MAX_ALLOWED_IPS:
+        raise AllowlistError(
+            f"at most {MAX_ALLOWED_IPS} IP addresses per key ({len(addresses)} given)"
+        )
+    return tuple(addresses)
+
+
+def check_ip(ctx: RequestContext) -> None:
+    """Reads `ctx.key`, `ctx.client_ip`. Raises `IpNotAllowed` outside the key's allowlist."""
+    assert ctx.key is not None
+    # SECURITY: client_ip is the socket peer unless the peer is a trusted proxy.
+    if not ctx.key.allows_ip(ctx.client_ip):
+        raise IpNotAllowed

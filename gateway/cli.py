@@ -1,0 +1,291 @@
+"""The `gateway` command: run the stack, its parts, and the ops tasks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+import warnings
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import asyncpg
+
+from gateway.settings import Settings, SettingsError, load_settings
+
+__all__ = ["main"]
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def _run_db(settings: Settings, work: Callable[[asyncpg.Connection, Settings],
+                                               Awaitable[int]]) -> int:
+    """Run `work` with a connection to the (resolved, migrated) database."""
+    from gateway.runtime import migrate_database, resolved
+
+    with resolved(settings) as live:
+        assert live.database_url is not None
+
+        async def go() -> int:
+            await migrate_database(live.database_url or "")
+            conn = await asyncpg.connect(live.database_url)
+            try:
+                return await work(conn, live)
+            finally:
+                await conn.close()
+
+        return asyncio.run(go())
+
+
+# --- servers -----------------------------------------------------------------------------
+
+
+def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.devstack import run_dev
+
+    return run_dev(settings, port=args.port, admin_port=args.admin_port,
+                   status_port=args.status_port, sandbox_port=args.sandbox_port)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.runtime import require_secrets, resolved
+    from gateway.server import serve
+
+    with resolved(settings) as live:
+        require_secrets(live)
+        return serve(live, port=args.port, status_port=args.status_port, workers=args.workers,
+                     host=args.host)
+
+
+def cmd_admin(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.runtime import require_secrets, resolved
+
+    try:
+        from admin_ui.app import run_admin
+    except ImportError as exc:
+        return _fail(f"the admin UI is not installed: {exc}")
+    with resolved(settings) as live:
+        require_secrets(live)
+        run_admin(live, port=args.port, host=args.host)
+    return 0
+
+
+def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    from aiohttp import web
+
+    from gateway.sandbox import build_sandbox_app
+
+    print(f"sandbox exchange on http://{args.host}:{args.port}/public/v1", flush=True)
+    web.run_app(build_sandbox_app(), host=args.host, port=args.port, print=None,
+                access_log=None)
+    return 0
+
+
+# --- ops ---------------------------------------------------------------------------------
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.runtime import migrate_database, resolved
+
+    with resolved(settings) as live:
+        applied = asyncio.run(migrate_database(live.database_url or ""))
+    print(f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied
+          else "database is up to date")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.route_config import ConfigError, load_route_table
+
+    path = Path(args.path) if args.path else settings.routes_path
+    try:
+        table = load_route_table(path, settings.upstream_url)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return 1
+    print(f"{path}: ok ({len(table.routes)} routes, permissions: "
+          f"{', '.join(table.permissions)})")
+    return 0
+
+
+def cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.accounts import AccountError, create_user
+
+    password = (getpass.getpass("password: ") if sys.stdin.isatty()
+                else sys.stdin.readline().rstrip("\r\n"))
+
+    async def work(conn: asyncpg.Connection, _live: Settings) -> int:
+        try:
+            user_id = await create_user(conn, args.email, password, verified=True)
+        except AccountError as exc:
+            return _fail(str(exc))
+        print(f"created user {user_id} <{args.email}>", file=sys.stderr)
+        return 0
+
+    return _run_db(settings, work)
+
+
+def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.accounts import find_user_id
+    from gateway.allowlist import AllowlistError, parse_allowlist
+    from gateway.lifecycle import activate_key, create_key
+    from gateway.route_config import ConfigError, load_route_table
+
+    try:
+        known = load_route_table(settings.routes_path, settings.upstream_url).permissions
+        ips = parse_allowlist(args.ip or [])
+    except (ConfigError, AllowlistError) as exc:
+        return _fail(str(exc))
+    permissions = [p.strip() for p in args.permissions.split(",") if p.strip()]
+    unknown = [p for p in permissions if p not in known]
+    if not permissions or unknown:
+        return _fail(f"unknown permission(s) {', '.join(unknown) or '(none given)'}; "
+                     f"known: {', '.join(known)}")
+
+    async def work(conn: asyncpg.Connection, live: Settings) -> int:
+        user_id = await find_user_id(conn, args.email)
+        if user_id is None:
+            return _fail(f"no user with email {args.email}")
+        key_id = await create_key(conn, user_id=user_id, name=args.name,
+                                  permissions=permissions, allowed_ips=ips, actor="ops")
+        token = await activate_key(conn, key_id, pepper=live.key_pepper or "",
+                                   hash_version=live.key_pepper_version, actor="ops")
+        print(f"created key {key_id}; the token below is shown only this once", file=sys.stderr)
+        print(token)
+        return 0
+
+    return _run_db(settings, work)
+
+
+def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.accounts import find_user_id
+    from gateway.lifecycle import list_keys
+
+    async def work(conn: asyncpg.Connection, _live: Settings) -> int:
+        user_id = await find_user_id(conn, args.email)
+        if user_id is None:
+            return _fail(f"no user with email {args.email}")
+        keys = await list_keys(conn, user_id, include_deleted=args.all)
+        print(f"{'KEY ID':<18} {'STATUS':<8} {'PERMISSIONS':<20} {'IPS':<24} NAME")
+        for key in keys:
+            print(f"{key.key_id:<18} {key.status:<8} {','.join(key.permissions):<20} "
+                  f"{','.join(key.allowed_ips) or 'any':<24} {key.name}")
+        return 0
+
+    return _run_db(settings, work)
+
+
+def cmd_keys_delete(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.lifecycle import KeyNotFound, delete_key
+    from gateway.store.redis import RedisKeyCache, connect_redis
+
+    async def work(conn: asyncpg.Connection, live: Settings) -> int:
+        client = connect_redis(live.redis_url or "", live.store_timeout)
+        cache = RedisKeyCache(client, live.redis_prefix, live.redis_key_ttl,
+                              live.negative_cache_ttl, live.tombstone_ttl)
+        try:
+            await delete_key(conn, args.key_id, actor="ops", cache=cache)
+        except KeyNotFound:
+            return _fail(f"no key {args.key_id} (or it is already deleted)")
+        finally:
+            await client.aclose()
+        print(f"deleted key {args.key_id}")
+        return 0
+
+    return _run_db(settings, work)
+
+
+# --- parser ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gateway", description="Keygate: an API-key gateway in front of an exchange's API.")
+    parser.add_argument("--config", help="settings file (default: $GATEWAY_CONFIG or "
+                                         "config/gateway.yaml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Command, help_text: str,
+            into: argparse._SubParsersAction[argparse.ArgumentParser] = sub
+            ) -> argparse.ArgumentParser:
+        p = into.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=fn)
+        return p
+
+    p = add("dev", cmd_dev, "run the whole stack on embedded defaults (what `make run` runs)")
+    p.add_argument("--port", type=int, default=8080, help="gateway port (8080)")
+    p.add_argument("--admin-port", type=int, default=8081, help="admin UI port (8081)")
+    p.add_argument("--status-port", type=int, default=8082, help="status port (8082)")
+    p.add_argument("--sandbox-port", type=int, default=9000, help="sandbox exchange port (9000)")
+
+    p = add("serve", cmd_serve, "run the data plane only")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (0.0.0.0)")  # noqa: S104
+    p.add_argument("--port", type=int, default=8080, help="gateway port (8080)")
+    p.add_argument("--status-port", type=int, default=8082,
+                   help="/metrics, /healthz, /readyz port (8082)")
+    p.add_argument("--workers", type=int, default=1, help="processes sharing the port (1)")
+
+    p = add("admin", cmd_admin, "run the admin UI only")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (0.0.0.0)")  # noqa: S104
+    p.add_argument("--port", type=int, default=8081, help="admin UI port (8081)")
+
+    p = add("sandbox", cmd_sandbox, "run the sandbox exchange (a fake upstream)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=int, default=9000, help="port (9000)")
+
+    add("migrate", cmd_migrate, "apply the SQL migrations (idempotent)")
+
+    p = add("check-config", cmd_check_config, "validate settings and route YAML")
+    p.add_argument("path", nargs="?", help="route file (default: the configured one)")
+
+    users = add("users", lambda a, s: 0, "manage users").add_subparsers(
+        dest="users_command", required=True, metavar="COMMAND")
+    p = add("create", cmd_users_create, "create a user; the password is read from stdin", users)
+    p.add_argument("--email", required=True)
+
+    keys = add("keys", lambda a, s: 0, "manage API keys").add_subparsers(
+        dest="keys_command", required=True, metavar="COMMAND")
+    p = add("create", cmd_keys_create, "create an active key; prints its token once", keys)
+    p.add_argument("--email", required=True, help="the owner")
+    p.add_argument("--name", required=True)
+    p.add_argument("--permissions", required=True, help="comma-separated, e.g. read,trade")
+    p.add_argument("--ip", action="append", metavar="ADDR",
+                   help="allowed client address (repeat, up to 5; none = any)")
+    p = add("list", cmd_keys_list, "list a user's keys (ids, never secrets)", keys)
+    p.add_argument("--email", required=True)
+    p.add_argument("--all", action="store_true", help="include deleted keys")
+    p = add("delete", cmd_keys_delete, "delete a key for good", keys)
+    p.add_argument("key_id")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The embedded servers' libraries narrate every start and stop; keep their warnings only.
+    logging.getLogger("pgserver").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    warnings.filterwarnings("ignore", module="platformdirs")
+    try:
+        settings = load_settings(Path(args.config) if args.config else None)
+        result: int = args.func(args, settings)
+    except SettingsError as exc:
+        for line in exc.problems:
+            print(f"error: {line}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""The per-request state the pipeline's steps read and fill in: one slotted object per request."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from gateway.keys import ParsedToken
+    from gateway.routes import Route
+    from gateway.store.base import KeyRecord
+
+__all__ = ["RequestContext"]
+
+
+class RequestContext:
+    """Filled in step by step; a field is None until the step that finds it has run."""
+
+    __slots__ = (
+        "client_ip",
+        "key",
+        "path",
+        "rate_limit",
+        "rate_remaining",
+        "request",
+        "request_id",
+        "route",
+        "started",
+        "token",
+        "upstream_status",
+        "upstream_time",
+    )
+
+    def __init__(
+        self,
+        request: web.Request,
+        request_id: str,
+        path: str,
+        client_ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+        started: float,
+    ) -> None:
+        self.request = request
+        self.request_id = request_id
+        self.path = path  # normalised: what is matched and what is forwarded
+        self.client_ip = client_ip
+        self.started = started
+        self.route: Route | None = None
+        self.token: ParsedToken | None = None
+        self.key: KeyRecord | None = None
+        self.rate_limit: int | None = None
+        self.rate_remaining: int | None = None
+        self.upstream_status: int | None = None
+        self.upstream_time: float | None = None

@@ -1,0 +1,178 @@
+"""The gateway's errors: one class per condition, each carrying its status and code.
+
+`error_response()` is the only code that writes the error JSON of the contract.
+Codes are the exchange's own, so a client written for it raises its usual exception.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+from aiohttp import web
+
+__all__ = [
+    "ClientIpBlocked",
+    "GatewayError",
+    "HeadersTooLarge",
+    "IllegalChars",
+    "InternalError",
+    "IpNotAllowed",
+    "KeyInvalid",
+    "KeyMissing",
+    "PayloadTooLarge",
+    "PermissionMissing",
+    "RateLimited",
+    "RouteNotFound",
+    "StoreUnavailable",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+    "error_response",
+]
+
+
+class GatewayError(Exception):
+    """A request refused with the contract's status, code and a short message."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "INTERNAL_SERVER_ERROR"
+    message: ClassVar[str] = "Internal error"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.message)
+
+    @property
+    def text(self) -> str:
+        return str(self)
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers this error needs."""
+        return {}
+
+
+# --- 4xx ---------------------------------------------------------------------------------
+
+
+class IllegalChars(GatewayError):
+    status = 400
+    code = "ILLEGAL_CHARS"
+    message = "The request path contains characters or encodings that are not allowed"
+
+
+class KeyMissing(GatewayError):
+    status = 401
+    code = "MISSING_CREDENTIALS"
+    message = "No API key found in request"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="keygate"'}
+
+
+class KeyInvalid(GatewayError):
+    # One code for malformed, unknown, unconfirmed and deleted keys: no oracle.
+    status = 401
+    code = "INVALID_APIKEY"
+    message = "Invalid API key"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="keygate", error="invalid_token"'}
+
+
+class IpNotAllowed(GatewayError):
+    status = 403
+    code = "INVALID_IP_RESTRICTION"
+    message = "The client IP address is not allowed for this API key"
+
+
+class PermissionMissing(GatewayError):
+    status = 403
+    code = "MISSING_PERMISSION"
+
+    def __init__(self, permission: str) -> None:
+        super().__init__(f"The API key lacks the '{permission}' permission this route requires")
+        self.permission = permission
+
+
+class ClientIpBlocked(GatewayError):
+    status = 403
+    code = "CLIENT_IP_BLOCKED"
+    message = "The client IP address is blocked after too many failed authentications"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__()
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class RouteNotFound(GatewayError):
+    status = 404
+    code = "ROUTE_NOT_FOUND"
+    message = "No route matches this method and path"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    code = "PAYLOAD_TOO_LARGE"
+    message = "The request body is larger than allowed"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    code = "RATELIMIT"
+    message = "Rate limit exceeded"
+
+    def __init__(self, retry_after: float, limit: int) -> None:
+        super().__init__()
+        self.retry_after = max(1, int(retry_after + 0.999))
+        self.limit = limit
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "Retry-After": str(self.retry_after),
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": "0",
+        }
+
+
+class HeadersTooLarge(GatewayError):
+    status = 431
+    code = "HEADERS_TOO_LARGE"
+    message = "The request headers are larger than allowed"
+
+
+# --- 5xx ---------------------------------------------------------------------------------
+
+
+class InternalError(GatewayError):
+    """A bug: logged with the request id, answered with a generic message."""
+
+
+class UpstreamUnavailable(GatewayError):
+    status = 502
+    code = "SERVICE_UNAVAILABLE"
+    message = "The exchange could not be reached"
+
+
+class StoreUnavailable(GatewayError):
+    # Fail closed: a key we cannot check is a key we refuse.
+    status = 503
+    code = "SERVICE_UNAVAILABLE"
+    message = "The key store is unavailable; try again shortly"
+
+
+class UpstreamTimeout(GatewayError):
+    status = 504
+    code = "GATEWAY_TIMEOUT"
+    message = "The exchange did not answer in time; the outcome of a POST or DELETE is unknown"
+
+
+def error_response(error: GatewayError, request_id: str) -> web.Response:
+    """The contract's JSON error body with the error's status and headers."""
+    body = json.dumps({"error": error.code, "message": error.text, "request_id": request_id})
+    headers = error.headers()
+    headers["X-Request-Id"] = request_id
+    return web.Response(
+        status=error.status, text=body, content_type="application/json", headers=headers
+    )

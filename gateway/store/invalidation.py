@@ -1,0 +1,127 @@
+"""Invalidation: every gateway process evicts a key the moment it changes.
+
+Two channels, so deletion reaches every process with Redis up or down:
+* Redis pub/sub on `<prefix>invalidate` (published by the deleter after commit);
+* PostgreSQL LISTEN on `keygate_keys`, notified by the deleting transaction itself.
+When a channel (re)connects, messages may have been missed: the memory cache is cleared, and
+after a Redis outage `on_redis_back(lost_at)` re-tombstones keys deleted meanwhile, since the
+deleter could not reach Redis and a copy cached there before the outage would otherwise live on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import redis.asyncio as aioredis
+
+__all__ = ["PG_CHANNEL", "InvalidationListener"]
+
+log = logging.getLogger(__name__)
+
+PG_CHANNEL = "keygate_keys"
+
+
+class InvalidationListener:
+    """Runs both subscriptions as background tasks; calls `on_key` / `on_reset`."""
+
+    def __init__(
+        self,
+        database_url: str,
+        redis_client: aioredis.Redis | None,
+        redis_channel: str,
+        on_key: Callable[[str], None],
+        on_reset: Callable[[], None],
+        on_redis_back: Callable[[float], Awaitable[None]] | None = None,
+        retry_delay: float = 0.5,
+    ) -> None:
+        self._database_url = database_url
+        self._redis = redis_client
+        self._channel = redis_channel
+        self._on_key = on_key
+        self._on_reset = on_reset
+        self._on_redis_back = on_redis_back
+        self._retry_delay = retry_delay
+        self._tasks: list[asyncio.Task[None]] = []
+        self.received = 0
+        self.pg_connected = asyncio.Event()
+        self.redis_connected = asyncio.Event()
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._listen_postgres(), name="pg-invalidation"))
+        if self._redis is not None:
+            self._tasks.append(asyncio.create_task(self._listen_redis(), name="redis-invalidation"))
+
+    def _deliver(self, key_id: str) -> None:
+        self.received += 1
+        self._on_key(key_id)
+
+    async def _listen_postgres(self) -> None:
+        def notified(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+            self._deliver(payload)
+
+        while True:
+            conn: asyncpg.Connection | None = None
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(self._database_url, timeout=5)
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await conn.add_listener(PG_CHANNEL, notified)
+                self._on_reset()
+                self.pg_connected.set()
+                # asyncpg only notices a dead socket when it is used: probe it now and then.
+                while not lost.is_set():
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(lost.wait(), timeout=5)
+                    if not lost.is_set():
+                        await conn.execute("SELECT 1", timeout=5)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any failure: reconnect after a pause
+                log.warning("postgres invalidation channel lost: %r", exc)
+            finally:
+                self.pg_connected.clear()
+                if conn is not None:
+                    conn.terminate()
+            await asyncio.sleep(self._retry_delay)
+
+    async def _listen_redis(self) -> None:
+        assert self._redis is not None
+        lost_at: float | None = None
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._channel)
+                self._on_reset()
+                if lost_at is not None and self._on_redis_back is not None:
+                    await self._on_redis_back(lost_at)
+                lost_at = None
+                self.redis_connected.set()
+                while True:
+                    message = await pubsub.get_message(timeout=5.0)
+                    if message is not None and message["type"] == "message":
+                        data = message["data"]
+                        self._deliver(data.decode() if isinstance(data, bytes) else str(data))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any failure: resubscribe after a pause
+                log.warning("redis invalidation channel lost: %r", exc)
+                if lost_at is None:
+                    lost_at = time.time()
+            finally:
+                self.redis_connected.clear()
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            await asyncio.sleep(self._retry_delay)
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()

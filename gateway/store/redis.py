@@ -1,0 +1,117 @@
+"""The Redis layer: a shared cache of key records, tombstones and the invalidation channel.
+
+Values under `<prefix>key:<key_id>`:
+* an encoded record (TTL `redis_key_ttl`),
+* `-` for "no such active key" (TTL `negative_cache_ttl`),
+* `x` for a deleted key (TTL `tombstone_ttl`): written with a plain SET by the deleter, while
+  refills use SET NX, so a refill that read PostgreSQL before the delete cannot overwrite it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from gateway.store.base import KeyRecord, decode_record, encode_record
+
+__all__ = ["NEGATIVE", "TOMBSTONE", "RedisKeyCache", "RedisUnavailable", "connect_redis"]
+
+log = logging.getLogger(__name__)
+
+NEGATIVE = b"-"
+TOMBSTONE = b"x"
+
+
+class RedisUnavailable(Exception):
+    """Redis did not answer; callers fall through to PostgreSQL."""
+
+
+def connect_redis(url: str, timeout: float) -> aioredis.Redis:
+    """A client with short timeouts: a slow Redis must not stall requests."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+        max_connections=200,
+    )
+
+
+class RedisKeyCache:
+    """Read-through cache of key records in Redis, with a circuit breaker for outages."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str,
+        ttl: float,
+        negative_ttl: float,
+        tombstone_ttl: float,
+        retry_after: float = 1.0,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self._ttl = max(1, int(ttl))
+        self._negative_ttl = max(1, int(negative_ttl))
+        self._tombstone_ttl = max(1, int(tombstone_ttl))
+        self._retry_after = retry_after
+        self._down_until = 0.0
+
+    def cache_key(self, key_id: str) -> str:
+        return f"{self.prefix}key:{key_id}"
+
+    @property
+    def channel(self) -> str:
+        return f"{self.prefix}invalidate"
+
+    @property
+    def is_up(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _mark_down(self, exc: Exception) -> None:
+        if self.is_up:
+            log.warning("redis unavailable, falling back to PostgreSQL: %s", exc)
+        self._down_until = time.monotonic() + self._retry_after
+
+    async def get(self, key_id: str) -> tuple[bool, KeyRecord | None]:
+        """(found, record): found=False means Redis knows nothing; raise RedisUnavailable."""
+        if not self.is_up:
+            raise RedisUnavailable
+        try:
+            data = await self.client.get(self.cache_key(key_id))
+        except (RedisError, OSError) as exc:
+            self._mark_down(exc)
+            raise RedisUnavailable from exc
+        if data is None:
+            return False, None
+        if data in (NEGATIVE, TOMBSTONE):
+            return True, None
+        return True, decode_record(key_id, data)
+
+    async def fill(self, key_id: str, record: KeyRecord | None) -> None:
+        """Cache a PostgreSQL answer unless something (a tombstone) is already there."""
+        if not self.is_up:
+            return
+        value, ttl = (
+            (encode_record(record), self._ttl) if record else (NEGATIVE, self._negative_ttl)
+        )
+        try:
+            await self.client.set(self.cache_key(key_id), value, ex=ttl, nx=True)
+        except (RedisError, OSError) as exc:
+            self._mark_down(exc)
+
+    async def invalidate(self, key_id: str, *, deleted: bool) -> None:
+        """Tombstone (deleted) or forget (changed) a key, then tell every process."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            if deleted:
+                pipe.set(self.cache_key(key_id), TOMBSTONE, ex=self._tombstone_ttl)
+            else:
+                pipe.delete(self.cache_key(key_id))
+            pipe.publish(self.channel, key_id)
+            await pipe.execute()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,1 @@
+"""Test support: real services (PostgreSQL, Redis), a cuttable TCP proxy, process helpers."""
