@@ -44,8 +44,14 @@ def parse_allowlist(values: Iterable[str]) -> tuple[IpAddress, ...]:
 
 
 def check_ip(ctx: RequestContext) -> None:
-    """Reads `ctx.key`, `ctx.client_ip`. Raises `IpNotAllowed` outside the key's allowlist."""
-    assert ctx.key is not None
+    """Reads `ctx.key`, `ctx.client_ip`, `ctx.route`. Raises `IpNotAllowed` outside the key's
+    allowlist, or when the route's permission requires an allowlist the key does not have."""
+    key, route = ctx.key, ctx.route
+    assert key is not None and route is not None
     # SECURITY: client_ip is the socket peer unless the peer is a trusted proxy.
-    if not ctx.key.allows_ip(ctx.client_ip):
+    if not key.allows_ip(ctx.client_ip):
         raise IpNotAllowed
+    if not key.allowed_ips and route.permission in ctx.gateway.table.require_ip_allowlist:
+        raise IpNotAllowed(
+            f"The '{route.permission}' permission requires an API key with an IP allowlist"
+        )

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from gateway.gateway import Gateway
     from gateway.keys import ParsedToken
     from gateway.routes import Route
     from gateway.store.base import KeyRecord
@@ -20,6 +21,7 @@ class RequestContext:
 
     __slots__ = (
         "client_ip",
+        "gateway",
         "key",
         "path",
         "rate_limit",
@@ -40,7 +42,9 @@ class RequestContext:
         path: str,
         client_ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
         started: float,
+        gateway: Gateway,
     ) -> None:
+        self.gateway = gateway  # the process's services: store, routes, limiter, ...
         self.request = request
         self.request_id = request_id
         self.path = path  # normalised: what is matched and what is forwarded

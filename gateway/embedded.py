@@ -136,8 +136,8 @@ class EmbeddedStack:
 
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
-        self._pg: Any = pgserver.get_server(str((data_dir / "postgres").resolve()),
-                                            cleanup_mode="stop")
+        get_server: Any = pgserver.get_server  # type: ignore[attr-defined,unused-ignore]
+        self._pg: Any = get_server(str((data_dir / "postgres").resolve()), cleanup_mode="stop")
         self.redis = EmbeddedRedis.attach_or_start(data_dir / "redis")
         self.database_url: str = self._pg.get_uri()
         self.redis_url = self.redis.url

@@ -15,7 +15,8 @@ _LOCK_ID = 0x6B657967
 def available_migrations() -> list[tuple[str, str]]:
     """(name, sql) for every migration shipped with the package, in order."""
     folder = resources.files("gateway") / "migrations"
-    files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")),
+                   key=lambda f: f.name)
     return [(f.name.removesuffix(".sql"), f.read_text()) for f in files]
 
 

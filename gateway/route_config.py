@@ -52,9 +52,10 @@ class _Loader:
         self.problems.append(f"{self.name}:{line}: {where}: {message}" if where
                              else f"{self.name}:{line}: {message}")
 
-    def attempt(self, fn: Callable[[], T]) -> T | None:
+    def attempt(self, fn: Callable[..., T], *args: object) -> T | None:
+        """`fn(*args)`, or None after recording the problem it raised."""
         try:
-            return fn()
+            return fn(*args)
         except _Invalid as exc:
             self.problem(exc.node, exc.where, exc.message)
             return None
@@ -184,7 +185,7 @@ def parse_route_table(text: str, name: str = "routes.yaml",
         raise ConfigError([f"{name}:{line}: invalid YAML: {exc.problem}"]) from None
     if root is None:
         raise ConfigError([f"{name}:1: the file is empty"])
-    top = loader.attempt(lambda: _mapping(root, ""))
+    top = loader.attempt(_mapping, root, "")
     if top is None:
         raise ConfigError(loader.problems)
     for key_name, (key, _) in top.items():
@@ -193,18 +194,18 @@ def parse_route_table(text: str, name: str = "routes.yaml",
 
     permissions: dict[str, str] = {}
     if "permissions" in top:
-        fields = loader.attempt(lambda: _mapping(top["permissions"][1], "permissions")) or {}
+        fields = loader.attempt(_mapping, top["permissions"][1], "permissions") or {}
         for perm, (key, value) in fields.items():
-            if loader.attempt(lambda k=key: permission_name(k, "permissions")) is not None:
+            if loader.attempt(permission_name, key, "permissions") is not None:
                 permissions[perm] = str(value.value) if isinstance(value, ScalarNode) else ""
     else:
         loader.problem(root, "", "missing section 'permissions'")
 
     upstreams: dict[str, str] = {}
     if "upstreams" in top:
-        fields = loader.attempt(lambda: _mapping(top["upstreams"][1], "upstreams")) or {}
+        fields = loader.attempt(_mapping, top["upstreams"][1], "upstreams") or {}
         for upstream, (_, value) in fields.items():
-            url = loader.attempt(lambda v=value, u=upstream: upstream_url(v, f"upstreams.{u}"))
+            url = loader.attempt(upstream_url, value, f"upstreams.{upstream}")
             if url is not None:
                 upstreams[upstream] = url
     if upstream_override:
@@ -215,39 +216,38 @@ def parse_route_table(text: str, name: str = "routes.yaml",
 
     require_allowlist: set[str] = set()
     if "policy" in top:
-        policy = loader.attempt(lambda: _mapping(top["policy"][1], "policy")) or {}
+        policy = loader.attempt(_mapping, top["policy"][1], "policy") or {}
         for pname, (key, value) in policy.items():
             if pname != "require_ip_allowlist":
                 loader.problem(key, "policy", f"unknown field '{pname}'")
                 continue
             for i, item in enumerate(loader.attempt(
-                    lambda v=value: _sequence(v, "policy.require_ip_allowlist")) or []):
+                    _sequence, value, "policy.require_ip_allowlist") or []):
                 where = f"policy.require_ip_allowlist[{i}]"
-                perm = loader.attempt(lambda n=item, w=where: permission_name(n, w))
-                if perm is not None and perm not in permissions:
-                    loader.problem(item, where, f"unknown permission '{perm}'")
-                elif perm is not None:
-                    require_allowlist.add(perm)
+                required = loader.attempt(permission_name, item, where)
+                if required is not None and required not in permissions:
+                    loader.problem(item, where, f"unknown permission '{required}'")
+                elif required is not None:
+                    require_allowlist.add(required)
 
     defaults = {"private": RateLimit(200, 60.0, "account", "private"),
                 "public": RateLimit(240, 60.0, "ip", "public")}
     by_permission: dict[str, RateLimit] = {}
     if "rate_limits" in top:
-        limits = loader.attempt(lambda: _mapping(top["rate_limits"][1], "rate_limits")) or {}
+        limits = loader.attempt(_mapping, top["rate_limits"][1], "rate_limits") or {}
         for lname, (key, value) in limits.items():
             where = f"rate_limits.{lname}"
             if lname in defaults:
-                parsed = loader.attempt(lambda v=value, w=where, b=lname: _rate_limit(v, w, b))
+                parsed = loader.attempt(_rate_limit, value, where, lname)
                 if parsed is not None:
                     defaults[lname] = parsed
             elif lname == "permissions":
-                for perm, (pkey, pvalue) in (loader.attempt(
-                        lambda v=value, w=where: _mapping(v, w)) or {}).items():
+                for perm, (pkey, pvalue) in (loader.attempt(_mapping, value, where) or {}).items():
                     if perm not in permissions:
                         loader.problem(pkey, where, f"unknown permission '{perm}'")
                         continue
-                    parsed = loader.attempt(lambda v=pvalue, w=f"{where}.{perm}", p=perm:
-                                            _rate_limit(v, w, f"permission:{p}"))
+                    parsed = loader.attempt(_rate_limit, pvalue, f"{where}.{perm}",
+                                            f"permission:{perm}")
                     if parsed is not None:
                         by_permission[perm] = parsed
             else:
@@ -256,14 +256,14 @@ def parse_route_table(text: str, name: str = "routes.yaml",
 
     routes: list[Route] = []
     seen: dict[tuple[str, str], int] = {}
-    route_nodes = (loader.attempt(lambda: _sequence(top["routes"][1], "routes")) or []
+    route_nodes = (loader.attempt(_sequence, top["routes"][1], "routes") or []
                    if "routes" in top else [])
     if "routes" not in top:
         loader.problem(root, "", "missing section 'routes'")
     for index, node in enumerate(route_nodes):
         where = f"routes[{index}]"
-        route = loader.attempt(lambda n=node, w=where, i=index: _route(
-            n, w, i, permissions, upstreams, defaults, by_permission, loader))
+        route = loader.attempt(_route, node, where, index, permissions, upstreams,
+                               defaults, by_permission)
         if route is None:
             continue
         shape = compile_pattern(route.pattern)[0].pattern
@@ -282,7 +282,7 @@ def parse_route_table(text: str, name: str = "routes.yaml",
 
 def _route(node: Node, where: str, index: int, permissions: dict[str, str],
            upstreams: dict[str, str], defaults: dict[str, RateLimit],
-           by_permission: dict[str, RateLimit], loader: _Loader) -> Route:
+           by_permission: dict[str, RateLimit]) -> Route:
     fields = _mapping(node, where)
     for fname, (key, _) in fields.items():
         if fname not in ("path", "methods", "permission", "public", "upstream", "timeout",

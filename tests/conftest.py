@@ -88,6 +88,7 @@ def settings(database_url: str, redis_url: str, redis_prefix: str, tmp_path: Pat
         negative_cache_ttl=1.0,
         store_timeout=1.0,
         last_used_flush_interval=0.2,
+        auth_fail_limit=10_000,  # tests send many bad keys from one address
     )
 
 

@@ -37,14 +37,17 @@ class InvalidationListener:
         on_key: Callable[[str], None],
         on_reset: Callable[[], None],
         on_redis_back: Callable[[float], Awaitable[None]] | None = None,
+        other_channels: dict[str, Callable[[str], None]] | None = None,
         retry_delay: float = 0.5,
     ) -> None:
         self._database_url = database_url
         self._redis = redis_client
-        self._channel = redis_channel
         self._on_key = on_key
         self._on_reset = on_reset
         self._on_redis_back = on_redis_back
+        # Other cluster-wide announcements ride on the same subscription (e.g. IP blocks).
+        self._handlers: dict[str, Callable[[str], None]] = {
+            **(other_channels or {}), redis_channel: self._deliver}
         self._retry_delay = retry_delay
         self._tasks: list[asyncio.Task[None]] = []
         self.received = 0
@@ -95,7 +98,7 @@ class InvalidationListener:
         while True:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self._channel)
+                await pubsub.subscribe(*self._handlers)
                 self._on_reset()
                 if lost_at is not None and self._on_redis_back is not None:
                     await self._on_redis_back(lost_at)
@@ -104,8 +107,11 @@ class InvalidationListener:
                 while True:
                     message = await pubsub.get_message(timeout=5.0)
                     if message is not None and message["type"] == "message":
-                        data = message["data"]
-                        self._deliver(data.decode() if isinstance(data, bytes) else str(data))
+                        channel, data = message["channel"], message["data"]
+                        handler = self._handlers.get(
+                            channel.decode() if isinstance(channel, bytes) else str(channel))
+                        if handler is not None:
+                            handler(data.decode() if isinstance(data, bytes) else str(data))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure: resubscribe after a pause
@@ -115,7 +121,7 @@ class InvalidationListener:
             finally:
                 self.redis_connected.clear()
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
             await asyncio.sleep(self._retry_delay)
 
     async def aclose(self) -> None:

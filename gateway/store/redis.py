@@ -89,7 +89,7 @@ class RedisKeyCache:
             return False, None
         if data in (NEGATIVE, TOMBSTONE):
             return True, None
-        return True, decode_record(key_id, data)
+        return True, decode_record(key_id, data if isinstance(data, bytes) else data.encode())
 
     async def fill(self, key_id: str, record: KeyRecord | None) -> None:
         """Cache a PostgreSQL answer unless something (a tombstone) is already there."""

@@ -1,0 +1,148 @@
+"""`build_app(settings)`: the data plane's aiohttp application. Wiring only.
+
+One catch-all handler turns each request into a `RequestContext`, runs the pipeline and is
+the one place where a `GatewayError` becomes the contract's JSON answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway.client_ip import client_ip
+from gateway.context import RequestContext
+from gateway.errors import (
+    GatewayError,
+    HeadersTooLarge,
+    InternalError,
+    KeyInvalid,
+    error_response,
+)
+from gateway.gateway import Gateway
+from gateway.metrics import Metrics
+from gateway.paths import normalise_path
+from gateway.pipeline import run_pipeline
+from gateway.readiness import check_readiness
+from gateway.settings import Settings
+
+__all__ = ["GATEWAY_KEY", "build_app", "handle"]
+
+log = logging.getLogger(__name__)
+
+GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def request_id_of(request: web.Request) -> str:
+    """The client's X-Request-Id when it is safe to echo and log, else a fresh one."""
+    given = request.headers.get("X-Request-Id")
+    if given is not None and _REQUEST_ID.fullmatch(given):
+        return given
+    return os.urandom(12).hex()
+
+
+def _header_bytes(request: web.Request) -> int:
+    return sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    """Every request on the gateway port."""
+    started = time.perf_counter()
+    gateway = request.app[GATEWAY_KEY]
+    request_id = request_id_of(request)
+    ctx: RequestContext | None = None
+    response: web.StreamResponse
+    code = ""
+    try:
+        if _header_bytes(request) > gateway.settings.max_header_size:
+            raise HeadersTooLarge
+        path = normalise_path(request.raw_path.partition("?")[0])
+        ip = client_ip(request.remote, request.headers.getall("X-Forwarded-For", ()),
+                       gateway.settings.trusted_proxies)
+        ctx = RequestContext(request, request_id, path, ip, started, gateway)
+        response = await run_pipeline(ctx)
+    except GatewayError as error:
+        if isinstance(error, KeyInvalid) and ctx is not None:
+            gateway.spawn(gateway.guard.record_failure(str(ctx.client_ip)))
+        code = error.code
+        response = error_response(error, request_id)
+        if ctx is not None and ctx.rate_limit is not None:
+            response.headers.setdefault("X-RateLimit-Limit", str(ctx.rate_limit))
+            response.headers.setdefault("X-RateLimit-Remaining", str(ctx.rate_remaining))
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error in request %s", request_id)
+        code = InternalError.code
+        response = error_response(InternalError(), request_id)
+    _observe(ctx, request, response, code, started)
+    return response
+
+
+def _observe(ctx: RequestContext | None, request: web.Request, response: web.StreamResponse,
+             code: str, started: float) -> None:
+    """Metrics of one answered request."""
+    metrics = Metrics.get()
+    route = ctx.route.pattern if ctx is not None and ctx.route is not None else "unmatched"
+    metrics.requests.labels(route, request.method, str(response.status), code).inc()
+    metrics.latency.labels(route).observe(time.perf_counter() - started)
+    if ctx is not None and ctx.upstream_time is not None:
+        metrics.upstream_latency.labels(route).observe(ctx.upstream_time)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Alive: the process answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready: the key store and the upstream answer."""
+    gateway = request.app[GATEWAY_KEY]
+    checks = await check_readiness(gateway)
+    ready = checks["postgres"] and checks["upstream"]
+    return web.Response(
+        status=200 if ready else 503, content_type="application/json",
+        text=json.dumps({"status": "ready" if ready else "unavailable", "checks": checks}),
+    )
+
+
+def build_app(settings: Settings) -> web.Application:
+    """The gateway application; its services open on startup and close on cleanup."""
+    app = web.Application(client_max_size=settings.max_body_size)
+
+    async def services(app: web.Application) -> AsyncIterator[None]:
+        gateway = await Gateway.open(settings)
+        app[GATEWAY_KEY] = gateway
+        watcher = asyncio.create_task(_watch_routes(gateway), name="routes-watch")
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGHUP, gateway.reload_routes)
+        yield
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(signal.SIGHUP)
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await gateway.aclose()
+
+    app.cleanup_ctx.append(services)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+async def _watch_routes(gateway: Gateway, interval: float = 1.0) -> None:
+    """Reload the route file when it changes on disk."""
+    while True:
+        await asyncio.sleep(interval)
+        gateway.reload_routes_if_changed()

@@ -1,0 +1,76 @@
+"""`gateway dev`: the whole stack in one process, on embedded defaults.
+
+Embedded PostgreSQL and Redis (unless URLs are set), migrations, the sandbox exchange as
+upstream (unless one is configured), the dev mail sink (unless SMTP is configured), the
+gateway, its status port and the admin UI. Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from gateway.app import GATEWAY_KEY, build_app
+from gateway.runtime import migrate_database, resolved
+from gateway.sandbox import build_sandbox_app
+from gateway.server import handler_args, install_uvloop
+from gateway.settings import Settings
+from gateway.status import build_status_app
+
+__all__ = ["run_dev"]
+
+Cleanup = Callable[[], Awaitable[None]]
+
+
+async def _serve(app: web.Application, port: int, **kwargs: object) -> Cleanup:
+    runner = web.AppRunner(app, handle_signals=False, **kwargs)  # type: ignore[arg-type]
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner.cleanup
+
+
+async def _run(settings: Settings, port: int, admin_port: int, status_port: int,
+               sandbox_port: int) -> None:
+    from admin_ui.app import build_dev_admin
+
+    await migrate_database(settings.database_url or "")
+    cleanups: list[Cleanup] = []
+    lines = []
+    if settings.upstream_url is None:
+        cleanups.append(await _serve(build_sandbox_app(), sandbox_port, access_log=None))
+        settings = settings.replace(upstream_url=f"http://127.0.0.1:{sandbox_port}")
+        lines.append(f"  sandbox exchange  {settings.upstream_url}/public/v1")
+    admin_app, admin_lines, admin_cleanup = await build_dev_admin(settings, admin_port)
+    cleanups.append(admin_cleanup)
+    gateway_app = build_app(settings)
+    cleanups.append(await _serve(gateway_app, port, **handler_args(settings)))
+    cleanups.append(await _serve(build_status_app(lambda: gateway_app[GATEWAY_KEY]),
+                                 status_port, access_log=None))
+    cleanups.append(await _serve(admin_app, admin_port))
+    print("Keygate is running:", flush=True)
+    print(f"  gateway           http://127.0.0.1:{port}/public/v1", flush=True)
+    print(f"  admin UI          http://127.0.0.1:{admin_port}/", flush=True)
+    print(f"  status            http://127.0.0.1:{status_port}/metrics", flush=True)
+    for line in [*lines, *admin_lines]:
+        print(line, flush=True)
+    print(f"  data folder       {settings.data_dir}  (Ctrl-C to stop)", flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("stopping...", flush=True)
+    for cleanup in reversed(cleanups):
+        await cleanup()
+
+
+def run_dev(settings: Settings, *, port: int, admin_port: int, status_port: int,
+            sandbox_port: int) -> int:
+    install_uvloop()
+    with resolved(settings) as live:
+        asyncio.run(_run(live, port, admin_port, status_port, sandbox_port))
+    return 0

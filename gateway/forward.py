@@ -1,0 +1,197 @@
+"""Step `forward`: stream the request to the upstream and its answer back, unchanged.
+
+Bodies are streamed both ways in chunks, never buffered. Upstream failures are translated
+into gateway errors at one boundary (`map_upstream_errors`); once the answer has started
+streaming, a failure can only be logged and the client connection aborted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from gateway.client_ip import forwarded_for, is_trusted, parse_ip
+from gateway.context import RequestContext
+from gateway.errors import PayloadTooLarge, UpstreamTimeout, UpstreamUnavailable
+
+__all__ = [
+    "build_upstream_headers",
+    "create_upstream_session",
+    "forward",
+    "map_upstream_errors",
+    "response_headers",
+]
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 64 * 1024
+
+# RFC 9110 section 7.6.1, plus the old proxy ones.
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+    "te", "trailer", "transfer-encoding", "upgrade",
+})
+# SECURITY: never passed upstream: the client's key, identity and routing headers we rebuild,
+# and method overrides (the method we checked is the method we send).
+_STRIPPED = frozenset({
+    "host", "authorization", "forwarded", "x-forwarded-for", "x-forwarded-proto",
+    "x-forwarded-host", "x-forwarded-port", "x-real-ip", "x-request-id",
+    "x-http-method-override", "x-http-method", "x-method-override", "expect",
+})
+
+
+def create_upstream_session(connections: int, connect_timeout: float) -> aiohttp.ClientSession:
+    """One session per process, keep-alive, made for proxying (see DESIGN.md's pitfalls)."""
+    connector = aiohttp.TCPConnector(
+        limit=connections, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),  # one client's cookies must not reach another
+        auto_decompress=False,  # pass bodies through byte for byte
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
+        skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+    )
+
+
+def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
+    return {t.strip().lower() for v in headers.getall("Connection", ()) for t in v.split(",")}
+
+
+def build_upstream_headers(ctx: RequestContext) -> CIMultiDict[str]:
+    """The client's headers minus hop-by-hop, key and `X-Gateway-*`, plus ours."""
+    request = ctx.request
+    gateway = ctx.gateway
+    incoming = request.headers
+    dropped = HOP_BY_HOP | _STRIPPED | _connection_tokens(incoming)
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name, value in incoming.items():
+        lower = name.lower()
+        if lower in dropped or lower.startswith("x-gateway-"):
+            continue
+        headers.add(name, value)
+
+    # SECURITY: X-Forwarded-* are rebuilt, extended only when the peer is a trusted proxy.
+    peer = parse_ip(request.remote or "")
+    trusted_peer = peer is not None and is_trusted(peer, gateway.settings.trusted_proxies)
+    chain = forwarded_for(incoming.getall("X-Forwarded-For", ())) if trusted_peer else []
+    headers["X-Forwarded-For"] = ", ".join([*chain, str(peer or ctx.client_ip)])
+    proto = incoming.get("X-Forwarded-Proto") if trusted_peer else None
+    headers["X-Forwarded-Proto"] = proto or request.scheme
+    host = (incoming.get("X-Forwarded-Host") if trusted_peer else None) or incoming.get("Host")
+    if host:
+        headers["X-Forwarded-Host"] = host
+    headers["X-Request-Id"] = ctx.request_id
+    if ctx.key is not None:
+        headers["X-Gateway-Account-Id"] = str(ctx.key.account_id)
+        headers["X-Gateway-Key-Id"] = ctx.key.key_id
+        headers["X-Gateway-Permissions"] = ",".join(sorted(ctx.key.permissions))
+    if gateway.settings.upstream_secret:
+        headers[gateway.settings.upstream_secret_header] = gateway.settings.upstream_secret
+    return headers
+
+
+def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
+    """The upstream's headers minus hop-by-hop ones (the server frames the body itself)."""
+    dropped = HOP_BY_HOP | _connection_tokens(upstream.headers)
+    return CIMultiDict(
+        (name, value) for name, value in upstream.headers.items() if name.lower() not in dropped
+    )
+
+
+@contextlib.contextmanager
+def map_upstream_errors() -> Iterator[None]:
+    """aiohttp's client errors as the contract's 502 / 504."""
+    try:
+        yield
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise UpstreamTimeout from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise UpstreamUnavailable from exc
+
+
+class _LimitedBody:
+    """The request body in chunks; stops a body that grows past `limit` (chunked uploads)."""
+
+    __slots__ = ("exceeded", "limit", "request")
+
+    def __init__(self, request: web.Request, limit: int) -> None:
+        self.request = request
+        self.limit = limit
+        self.exceeded = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self.request.content.iter_chunked(_CHUNK):
+            seen += len(chunk)
+            if seen > self.limit:
+                self.exceeded = True
+                raise PayloadTooLarge
+            yield chunk
+
+
+async def forward(ctx: RequestContext) -> web.StreamResponse:
+    """Reads `ctx.route`, `ctx.path`, `ctx.key`. Returns the streamed upstream answer.
+
+    Raises `PayloadTooLarge`, `UpstreamUnavailable` (502), `UpstreamTimeout` (504). Never
+    retries: for POST and DELETE the outcome of a failed attempt is unknown.
+    """
+    request, route, gateway = ctx.request, ctx.route, ctx.gateway
+    assert route is not None
+    settings = gateway.settings
+    length = request.content_length
+    if length is not None and length > settings.max_body_size:
+        raise PayloadTooLarge
+    query = request.query_string
+    url = f"{route.upstream}{ctx.path}?{query}" if query else f"{route.upstream}{ctx.path}"
+    body = _LimitedBody(request, settings.max_body_size) if request.body_exists else None
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=settings.upstream_connect_timeout,
+        sock_read=route.timeout or settings.upstream_timeout,
+    )
+    started = time.perf_counter()
+    try:
+        with map_upstream_errors():
+            upstream = await gateway.session.request(
+                request.method, url, headers=build_upstream_headers(ctx),
+                data=body.__aiter__() if body is not None else None,
+                allow_redirects=False, timeout=timeout,
+            )
+    except (UpstreamUnavailable, UpstreamTimeout):
+        if body is not None and body.exceeded:
+            raise PayloadTooLarge from None
+        raise
+    try:
+        ctx.upstream_status = upstream.status
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
+                                      headers=response_headers(upstream))
+        _decorate(ctx, response)
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_chunked(_CHUNK):
+                await response.write(chunk)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            # Headers are gone already: all we can do is cut the client off mid-body.
+            log.warning("upstream failed mid-body for request %s: %r", ctx.request_id, exc)
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        await response.write_eof()
+        return response
+    finally:
+        ctx.upstream_time = time.perf_counter() - started
+        upstream.release()
+
+
+def _decorate(ctx: RequestContext, response: web.StreamResponse) -> None:
+    """The gateway's own response headers."""
+    response.headers["X-Request-Id"] = ctx.request_id
+    if ctx.rate_limit is not None:
+        response.headers["X-RateLimit-Limit"] = str(ctx.rate_limit)
+        response.headers["X-RateLimit-Remaining"] = str(ctx.rate_remaining)

@@ -1,0 +1,153 @@
+"""The services one gateway process holds, built from settings and torn down in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine, Mapping
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from gateway.abuse import AuthFailureGuard
+from gateway.forward import create_upstream_session
+from gateway.ratelimit import RateLimiter
+from gateway.route_config import ConfigError, load_route_table
+from gateway.routes import RouteTable
+from gateway.settings import Settings
+from gateway.store.invalidation import InvalidationListener
+from gateway.store.layered import LayeredKeyStore
+from gateway.store.memory import MemoryCache
+from gateway.store.postgres import PostgresKeyStore, create_pool
+from gateway.store.redis import RedisKeyCache, connect_redis
+from gateway.usage import UsageRecorder
+
+__all__ = ["Gateway"]
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    """Everything a request needs besides itself. Built by `Gateway.open()`."""
+
+    table: RouteTable
+    store: LayeredKeyStore
+    limiter: RateLimiter | None
+    guard: AuthFailureGuard
+    usage: UsageRecorder
+    session: aiohttp.ClientSession
+    listener: InvalidationListener
+    pool: asyncpg.Pool
+    redis: aioredis.Redis
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.peppers: Mapping[int, str] = {
+            **settings.old_key_peppers, settings.key_pepper_version: settings.key_pepper or ""}
+        self._stack = AsyncExitStack()
+        self._background: set[asyncio.Task[None]] = set()
+        self._routes_mtime = 0.0
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Gateway:
+        gateway = cls(settings)
+        try:
+            await gateway._open()
+        except BaseException:
+            await gateway.aclose()
+            raise
+        return gateway
+
+    async def _open(self) -> None:
+        settings = self.settings
+        assert settings.database_url and settings.redis_url, "resolve settings first"
+        self.table = self._load_routes()
+        self.pool = await create_pool(settings.database_url, max_size=10,
+                                      timeout=settings.store_timeout * 5)
+        self._stack.push_async_callback(self.pool.close)
+        self.redis = connect_redis(settings.redis_url, settings.store_timeout)
+        self._stack.push_async_callback(self.redis.aclose)
+        redis_cache = RedisKeyCache(self.redis, settings.redis_prefix, settings.redis_key_ttl,
+                                    settings.negative_cache_ttl, settings.tombstone_ttl)
+        memory = MemoryCache(settings.key_cache_ttl, settings.negative_cache_ttl,
+                             settings.key_cache_stale_ttl, settings.key_cache_size)
+        self.store = LayeredKeyStore(memory, redis_cache,
+                                     PostgresKeyStore(self.pool, settings.store_timeout))
+        self.limiter = (RateLimiter(self.redis, settings.redis_prefix)
+                        if settings.rate_limits else None)
+        self.guard = AuthFailureGuard(self.redis, settings.redis_prefix, settings.auth_fail_limit,
+                                      settings.auth_fail_window, settings.ip_block_duration)
+        await self.guard.load()
+        self.usage = UsageRecorder(self.pool, settings.last_used_flush_interval)
+        self.usage.start()
+        self._stack.push_async_callback(self.usage.aclose)
+        self.listener = InvalidationListener(
+            settings.database_url, self.redis, redis_cache.channel,
+            on_key=memory.invalidate, on_reset=memory.clear,
+            on_redis_back=self._retombstone_recent_deletions,
+            other_channels={self.guard.channel: self.guard.on_block_message},
+        )
+        self.listener.start()
+        self._stack.push_async_callback(self.listener.aclose)
+        self.session = create_upstream_session(settings.upstream_connections,
+                                               settings.upstream_connect_timeout)
+        self._stack.push_async_callback(self.session.close)
+
+    def _load_routes(self) -> RouteTable:
+        path = self.settings.routes_path
+        table = load_route_table(path, self.settings.upstream_url)
+        self._routes_mtime = _mtime(path)
+        return table
+
+    def reload_routes(self) -> bool:
+        """Swap in the route file if it is valid; keep serving the old table if not."""
+        try:
+            self.table = self._load_routes()
+        except ConfigError as exc:
+            self._routes_mtime = _mtime(self.settings.routes_path)
+            log.error("route file refused, the running config stays:\n%s", exc)
+            return False
+        log.info("routes reloaded: %d routes", len(self.table.routes))
+        return True
+
+    def reload_routes_if_changed(self) -> None:
+        if _mtime(self.settings.routes_path) != self._routes_mtime:
+            self.reload_routes()
+
+    async def _retombstone_recent_deletions(self, lost_at: float) -> None:
+        """After a Redis outage: deleters could not tombstone; do it for them."""
+        since = lost_at - self.settings.redis_key_ttl
+        try:
+            rows = await self.pool.fetch(
+                "SELECT key_id FROM api_keys WHERE deleted_at >= to_timestamp($1)", since)
+            cache = self.store.redis
+            assert cache is not None
+            for row in rows:
+                await cache.invalidate(row["key_id"], deleted=True)
+        except (asyncpg.PostgresError, OSError, RedisError) as exc:
+            log.warning("could not re-tombstone keys deleted during the redis outage: %r", exc)
+        else:
+            log.info("redis is back; re-tombstoned %d key(s) deleted since %s",
+                     len(rows), time.strftime("%H:%M:%S", time.localtime(lost_at)))
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a fire-and-forget task, keeping a reference so it is not collected."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0

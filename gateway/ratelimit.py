@@ -1,0 +1,119 @@
+"""Step `apply_rate_limit`: GCRA, cluster-wide in one Redis round trip, local if Redis is down.
+
+GCRA keeps one timestamp per counter (the "theoretical arrival time"), so a limit of N per
+period allows a burst of N and then one request every period/N. Redis's own clock is used,
+so gateways with skewed clocks still share one budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import OrderedDict
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from gateway.context import RequestContext
+from gateway.errors import RateLimited
+from gateway.routes import RateLimit
+
+__all__ = ["RateLimiter", "apply_rate_limit"]
+
+log = logging.getLogger(__name__)
+
+# KEYS[1]: counter; ARGV[1]: emission interval (ms); ARGV[2]: limit.
+# Returns {allowed, retry_after_ms, remaining}.
+_GCRA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - interval * limit
+if now < allow_at then
+  return {0, allow_at - now, 0}
+end
+redis.call('SET', KEYS[1], new_tat, 'PX', math.max(1, math.ceil(new_tat - now)))
+return {1, 0, math.floor((now - allow_at) / interval)}
+"""
+
+
+class _LocalGcra:
+    """The same algorithm in process memory, for when Redis cannot be reached."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._tat: OrderedDict[str, float] = OrderedDict()
+        self._max = max_entries
+
+    def hit(self, key: str, interval: float, limit: int) -> tuple[bool, float, int]:
+        now = time.monotonic()
+        tat = max(self._tat.get(key, now), now)
+        new_tat = tat + interval
+        allow_at = new_tat - interval * limit
+        if now < allow_at:
+            return False, allow_at - now, 0
+        self._tat[key] = new_tat
+        self._tat.move_to_end(key)
+        while len(self._tat) > self._max:
+            self._tat.popitem(last=False)
+        return True, 0.0, math.floor((now - allow_at) / interval)
+
+
+class RateLimiter:
+    """Counts requests against a `RateLimit`; Redis first, the local fallback while it is down."""
+
+    def __init__(self, client: aioredis.Redis | None, prefix: str, retry_after: float = 1.0
+                 ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._script = client.register_script(_GCRA) if client is not None else None
+        self._local = _LocalGcra()
+        self._retry_after = retry_after
+        self._down_until = 0.0
+        self.rejected = 0
+
+    def counter_key(self, limit: RateLimit, ctx: RequestContext) -> str:
+        if limit.per == "account" and ctx.key is not None:
+            who = f"a:{ctx.key.account_id}"
+        elif limit.per == "key" and ctx.key is not None:
+            who = f"k:{ctx.key.key_id}"
+        else:
+            who = f"i:{ctx.client_ip}"
+        return f"{self._prefix}rl:{limit.bucket}:{who}"
+
+    async def hit(self, key: str, limit: RateLimit) -> tuple[bool, float, int]:
+        """(allowed, retry_after seconds, remaining)."""
+        if self._script is not None and time.monotonic() >= self._down_until:
+            try:
+                allowed, retry_ms, remaining = await self._script(
+                    keys=[key], args=[limit.emission_interval * 1000, limit.limit]
+                )
+                return bool(allowed), float(retry_ms) / 1000, int(remaining)
+            except (RedisError, OSError) as exc:
+                if time.monotonic() >= self._down_until:
+                    log.warning("redis unavailable: rate limits are per process until it "
+                                "returns (%r)", exc)
+                self._down_until = time.monotonic() + self._retry_after
+        return self._local.hit(key, limit.emission_interval, limit.limit)
+
+
+async def apply_rate_limit(ctx: RequestContext) -> None:
+    """Reads `ctx.route`, `ctx.key`, `ctx.client_ip`; adds `ctx.rate_limit`/`rate_remaining`.
+
+    Raises `RateLimited` (429 with Retry-After). Does nothing when rate limits are off.
+    """
+    limiter = ctx.gateway.limiter
+    if limiter is None:
+        return
+    assert ctx.route is not None
+    limit = ctx.route.rate_limit
+    allowed, retry_after, remaining = await limiter.hit(limiter.counter_key(limit, ctx), limit)
+    ctx.rate_limit = limit.limit
+    ctx.rate_remaining = remaining
+    if not allowed:
+        limiter.rejected += 1
+        raise RateLimited(retry_after, limit.limit)

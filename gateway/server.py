@@ -1,0 +1,149 @@
+"""`gateway serve`: the data plane on one port, in one process or in N worker processes.
+
+With N > 1, the parent binds the port, forks N workers that share it (each with its own
+pools and caches), serves the status port itself, restarts a worker that dies, forwards
+SIGHUP (route reload) and drains everyone on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import tempfile
+from typing import Any
+
+from aiohttp import web
+
+from gateway.app import GATEWAY_KEY, build_app
+from gateway.settings import Settings
+from gateway.status import build_status_app
+
+__all__ = ["handler_args", "install_uvloop", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+def install_uvloop() -> None:
+    """uvloop when available: a faster event loop, same semantics."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def handler_args(settings: Settings) -> dict[str, Any]:
+    """aiohttp server limits. Its own header limits sit above ours, so that ours answer
+    with the contract's 431 and aiohttp's only stop absurd requests."""
+    return {
+        "max_line_size": max(8190, settings.max_header_size * 2),
+        "max_field_size": max(8190, settings.max_header_size * 2),
+        "keepalive_timeout": 75.0,
+    }
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(4096)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _run_until_signal(settings: Settings, sock: socket.socket,
+                            status: tuple[str, int] | None) -> None:
+    app = build_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout,
+                           access_log=None, **handler_args(settings))
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    status_runner: web.AppRunner | None = None
+    if status is not None:
+        status_runner = web.AppRunner(build_status_app(lambda: app[GATEWAY_KEY]),
+                                      access_log=None)
+        await status_runner.setup()
+        await web.TCPSite(status_runner, status[0], status[1]).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("draining: no new connections, finishing requests in flight")
+    if status_runner is not None:
+        await status_runner.cleanup()
+    await runner.cleanup()  # stops listening, waits up to shutdown_timeout, closes pools
+
+
+def _worker(settings: Settings, sock: socket.socket) -> None:
+    # Forked from the supervisor's running loop (on restart): forget it in the child.
+    asyncio.events._set_running_loop(None)
+    install_uvloop()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    asyncio.run(_run_until_signal(settings, sock, None))
+
+
+def serve(settings: Settings, *, port: int, status_port: int, workers: int = 1,
+          host: str = "0.0.0.0") -> int:  # noqa: S104 (a server listens on all interfaces)
+    """Run until SIGTERM/SIGINT; returns the exit status."""
+    install_uvloop()
+    sock = _bind(host, port)
+    print(f"gateway listening on http://{host}:{port} (status on :{status_port}, "
+          f"{workers} worker{'s' if workers > 1 else ''})", flush=True)
+    if workers <= 1:
+        asyncio.run(_run_until_signal(settings, sock, (host, status_port)))
+        return 0
+    return _supervise(settings, sock, host, status_port, workers)
+
+
+def _signal_all(procs: list[multiprocessing.process.BaseProcess], sig: int) -> None:
+    for proc in procs:
+        if proc.pid and proc.is_alive():
+            os.kill(proc.pid, sig)
+
+
+def _supervise(settings: Settings, sock: socket.socket, host: str, status_port: int,
+               workers: int) -> int:
+    # Workers write their metrics here; the status port aggregates them.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="keygate-metrics-"))
+    context = multiprocessing.get_context("fork")
+    procs: list[multiprocessing.process.BaseProcess] = []
+
+    def spawn() -> multiprocessing.process.BaseProcess:
+        proc = context.Process(target=_worker, args=(settings, sock), daemon=False)
+        proc.start()
+        return proc
+
+    procs = [spawn() for _ in range(workers)]
+
+    async def supervise() -> None:
+        from gateway.status import build_supervisor_status_app
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, _signal_all, procs, signal.SIGHUP)
+        runner = web.AppRunner(build_supervisor_status_app(settings, lambda: procs),
+                               access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, status_port).start()
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            for i, proc in enumerate(procs):
+                if not proc.is_alive() and not stop.is_set():
+                    log.error("worker %s exited with %s; restarting", proc.pid, proc.exitcode)
+                    procs[i] = spawn()
+        _signal_all(procs, signal.SIGTERM)
+        await runner.cleanup()
+
+    asyncio.run(supervise())
+    for proc in procs:
+        proc.join(settings.shutdown_timeout + 5)
+    return 0

@@ -1,0 +1,54 @@
+"""`last used` of keys, written in batches off the hot path: one UPDATE per interval."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+
+__all__ = ["UsageRecorder"]
+
+log = logging.getLogger(__name__)
+
+
+class UsageRecorder:
+    """Collects key ids as they are used and flushes them every `interval` seconds."""
+
+    def __init__(self, pool: asyncpg.Pool, interval: float) -> None:
+        self._pool = pool
+        self._interval = interval
+        self._pending: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def touch(self, key_id: str) -> None:
+        self._pending.add(key_id)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="last-used-flush")
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, set()
+        try:
+            await self._pool.execute(
+                "UPDATE api_keys SET last_used_at = now() WHERE key_id = ANY($1::text[])",
+                list(batch),
+            )
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            log.warning("could not record last use of %d key(s): %r", len(batch), exc)
+            self._pending |= batch
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.flush()
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()

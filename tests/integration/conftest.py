@@ -1,0 +1,38 @@
+"""Fixtures for integration tests: the sandbox exchange and the gateway as real servers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway.app import GATEWAY_KEY, build_app
+from gateway.gateway import Gateway
+from gateway.sandbox import build_sandbox_app
+from gateway.settings import Settings
+from tests.support.servers import RunningApp, start_app
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[RunningApp]:
+    """The fake exchange on a free port."""
+    running = await start_app(build_sandbox_app())
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+def gateway_settings(settings: Settings, sandbox: RunningApp) -> Settings:
+    return settings.replace(upstream_url=sandbox.url)
+
+
+@pytest.fixture
+async def gateway(gateway_settings: Settings) -> AsyncIterator[RunningApp]:
+    """The gateway on a free port, in front of the sandbox."""
+    running = await start_app(build_app(gateway_settings))
+    yield running
+    await running.stop()
+
+
+def services_of(running: RunningApp) -> Gateway:
+    return running.app[GATEWAY_KEY]

@@ -1,0 +1,72 @@
+"""Real servers for tests: aiohttp apps on free loopback ports, and the key factory."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+from aiohttp import web
+
+from gateway.accounts import create_user
+from gateway.allowlist import parse_allowlist
+from gateway.lifecycle import activate_key, create_key
+from gateway.settings import Settings
+
+__all__ = ["IssuedKey", "RunningApp", "issue_key", "start_app"]
+
+
+@dataclass
+class RunningApp:
+    runner: web.AppRunner
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def app(self) -> web.Application:
+        return self.runner.app
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_app(app: web.Application, **handler_args: object) -> RunningApp:
+    """Serve `app` on a free loopback port."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, **handler_args)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server
+    assert server is not None
+    port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return RunningApp(runner, port)
+
+
+@dataclass
+class IssuedKey:
+    token: str
+    key_id: str
+    user_id: int
+
+
+async def issue_key(
+    db: asyncpg.Pool,
+    settings: Settings,
+    permissions: Sequence[str] = ("read",),
+    ips: Sequence[str] = (),
+    user_id: int | None = None,
+) -> IssuedKey:
+    """An active key for a new (or given) user, made the way `gateway keys create` does."""
+    async with db.acquire() as conn:
+        if user_id is None:
+            user_id = await create_user(conn, f"u{secrets.token_hex(6)}@example.com",
+                                        "correct horse battery", verified=True)
+        key_id = await create_key(conn, user_id=user_id, name="test", permissions=permissions,
+                                  allowed_ips=parse_allowlist(ips), actor="test")
+        token = await activate_key(conn, key_id, pepper=settings.key_pepper or "",
+                                   hash_version=settings.key_pepper_version, actor="test")
+    return IssuedKey(token, key_id, user_id)
