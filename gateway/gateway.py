@@ -95,9 +95,21 @@ class Gateway:
         )
         self.listener.start()
         self._stack.push_async_callback(self.listener.aclose)
+        await self._await_channels()
         self.session = create_upstream_session(settings.upstream_connections,
                                                settings.upstream_connect_timeout)
         self._stack.push_async_callback(self.session.close)
+
+    async def _await_channels(self, timeout: float = 5.0) -> None:
+        """Serve only once invalidations can reach us: a key cached before the channels are up
+        could miss its deletion. A store that is down does not hold start-up forever."""
+        waits = [self.listener.pg_connected.wait(), self.listener.redis_connected.wait()]
+        try:
+            await asyncio.wait_for(asyncio.gather(*waits), timeout)
+        except asyncio.TimeoutError:
+            log.warning("starting without every invalidation channel (postgres: %s, redis: %s)",
+                        self.listener.pg_connected.is_set(),
+                        self.listener.redis_connected.is_set())
 
     def _load_routes(self) -> RouteTable:
         path = self.settings.routes_path
