@@ -68,7 +68,8 @@ class Gateway:
         settings = self.settings
         assert settings.database_url and settings.redis_url, "resolve settings first"
         self.table = self._load_routes()
-        self.pool = await create_pool(settings.database_url, max_size=10,
+        # min_size=0: a gateway starts (and serves cached keys) while PostgreSQL is down.
+        self.pool = await create_pool(settings.database_url, min_size=0, max_size=10,
                                       timeout=settings.store_timeout * 5)
         self._stack.push_async_callback(self.pool.close)
         self.redis = connect_redis(settings.redis_url, settings.store_timeout)

@@ -1,0 +1,238 @@
+"""Needs: PostgreSQL and Redis (tests/conftest.py). Every error code of DESIGN.md's table,
+produced by a real request through the real gateway in front of the sandbox exchange."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+from multidict import CIMultiDict
+
+from gateway.app import build_app
+from gateway.settings import Settings
+from tests.support.servers import RunningApp, issue_key, start_app
+from tests.support.services import PrivateRedis, free_port
+
+pytestmark = pytest.mark.integration
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+BALANCES = "/public/v1/account/balances"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def fetch(method: str, url: str, **kwargs: object) -> tuple[int, dict[str, object],
+                                                                  CIMultiDict[str]]:
+    async with aiohttp.ClientSession() as http:
+        async with http.request(method, url, **kwargs) as resp:  # type: ignore[arg-type]
+            body = await resp.json(content_type=None)
+            return resp.status, body, CIMultiDict(resp.headers)
+
+
+def assert_error(status: int, body: dict[str, object], headers: CIMultiDict[str],
+                 expected_status: int, code: str) -> None:
+    assert (status, body["error"]) == (expected_status, code), body
+    assert body["request_id"] == headers["X-Request-Id"]
+    assert isinstance(body["message"], str) and body["message"]
+
+
+@pytest.fixture
+async def limited(settings: Settings, sandbox: RunningApp) -> AsyncIterator[RunningApp]:
+    """A gateway with tiny rate limits, a withdraw allowlist policy and a small body limit."""
+    running = await start_app(build_app(settings.replace(
+        upstream_url=sandbox.url, routes_path=FIXTURES / "routes-limited.yaml",
+        max_body_size=1024, max_header_size=2048, auth_fail_limit=3)))
+    yield running
+    await running.stop()
+
+
+async def test_missing_credentials(gateway: RunningApp) -> None:
+    status, body, headers = await fetch("GET", gateway.url + BALANCES)
+    assert_error(status, body, headers, 401, "MISSING_CREDENTIALS")
+    assert headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("authorization", [
+    "Bearer not-a-token", "Basic dXNlcjpwYXNz", "Bearer ",
+    "Bearer kg_aaaaaaaaaaaaaaaa_" + "a" * 59,
+])
+async def test_invalid_apikey_for_malformed(gateway: RunningApp, authorization: str) -> None:
+    status, body, headers = await fetch("GET", gateway.url + BALANCES,
+                                        headers={"Authorization": authorization})
+    assert_error(status, body, headers, 401, "INVALID_APIKEY")
+
+
+async def test_invalid_apikey_for_unknown_deleted_and_two_keys(
+    gateway: RunningApp, gateway_settings: Settings, db: asyncpg.Pool
+) -> None:
+    key = await issue_key(db, gateway_settings)
+    other = await issue_key(db, gateway_settings)
+    # A well-formed token for an id that does not exist.
+    from gateway.keys import generate_key_id, generate_token
+
+    unknown, _ = generate_token(generate_key_id())
+    status, body, headers = await fetch("GET", gateway.url + BALANCES, headers=bearer(unknown))
+    assert_error(status, body, headers, 401, "INVALID_APIKEY")
+    # The right key id with another key's secret.
+    forged = key.token[:20] + other.token[20:]
+    status, body, headers = await fetch("GET", gateway.url + BALANCES, headers=bearer(forged))
+    assert_error(status, body, headers, 401, "INVALID_APIKEY")
+    # Two keys in one request.
+    two = [("Authorization", f"Bearer {key.token}"), ("Authorization", f"Bearer {other.token}")]
+    status, body, headers = await fetch("GET", gateway.url + BALANCES, headers=two)
+    assert_error(status, body, headers, 401, "INVALID_APIKEY")
+
+
+async def test_invalid_ip_restriction(gateway: RunningApp, gateway_settings: Settings,
+                                      db: asyncpg.Pool) -> None:
+    key = await issue_key(db, gateway_settings, ["read"], ips=["203.0.113.7"])
+    status, body, headers = await fetch("GET", gateway.url + BALANCES, headers=bearer(key.token))
+    assert_error(status, body, headers, 403, "INVALID_IP_RESTRICTION")
+
+
+async def test_missing_permission_names_it(gateway: RunningApp, gateway_settings: Settings,
+                                           db: asyncpg.Pool) -> None:
+    key = await issue_key(db, gateway_settings, ["read"])
+    status, body, headers = await fetch("POST", gateway.url + "/public/v1/account/withdraw/crypto",
+                                        json={}, headers=bearer(key.token))
+    assert_error(status, body, headers, 403, "MISSING_PERMISSION")
+    assert "'withdraw'" in str(body["message"])
+
+
+async def test_route_not_found_is_default_deny(gateway: RunningApp) -> None:
+    for method, path in [("GET", "/public/v1/nothing-here"), ("PATCH", "/public/v1/time"),
+                         ("GET", "/")]:
+        status, body, headers = await fetch(method, gateway.url + path)
+        assert_error(status, body, headers, 404, "ROUTE_NOT_FOUND")
+
+
+async def test_illegal_chars(gateway: RunningApp) -> None:
+    status, body, headers = await fetch(
+        "GET", gateway.url + "/public/v1/account%2Fbalances",
+        headers={"Authorization": "Bearer x"})
+    assert_error(status, body, headers, 400, "ILLEGAL_CHARS")
+
+
+async def test_payload_too_large_by_length_and_by_chunks(
+    limited: RunningApp, settings: Settings, db: asyncpg.Pool
+) -> None:
+    key = await issue_key(db, settings, ["withdraw"], ips=["127.0.0.1"])
+    url = limited.url + "/public/v1/account/withdraw/crypto"
+    status, body, headers = await fetch("POST", url, data=b"x" * 2048, headers=bearer(key.token))
+    assert_error(status, body, headers, 413, "PAYLOAD_TOO_LARGE")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(8):
+            yield b"y" * 512
+
+    status, body, headers = await fetch("POST", url, data=chunks(), headers=bearer(key.token))
+    assert_error(status, body, headers, 413, "PAYLOAD_TOO_LARGE")
+
+
+async def test_headers_too_large(limited: RunningApp) -> None:
+    status, body, headers = await fetch("GET", limited.url + "/public/v1/time",
+                                        headers={"X-Padding": "p" * 3000})
+    assert_error(status, body, headers, 431, "HEADERS_TOO_LARGE")
+
+
+async def test_ratelimit_per_account_with_retry_after(
+    limited: RunningApp, settings: Settings, db: asyncpg.Pool
+) -> None:
+    first = await issue_key(db, settings, ["read"])
+    second = await issue_key(db, settings, ["read"], user_id=first.user_id)  # same account
+    seen = []
+    for key in (first, second, first, second):
+        status, body, headers = await fetch("GET", limited.url + BALANCES,
+                                            headers=bearer(key.token))
+        seen.append(status)
+    assert seen == [200, 200, 200, 429]
+    assert_error(status, body, headers, 429, "RATELIMIT")
+    assert int(headers["Retry-After"]) >= 1
+    assert headers["X-RateLimit-Limit"] == "3" and headers["X-RateLimit-Remaining"] == "0"
+
+
+async def test_ratelimit_public_per_ip_and_per_route(
+    limited: RunningApp, settings: Settings, db: asyncpg.Pool
+) -> None:
+    statuses = [(await fetch("GET", limited.url + "/public/v1/time"))[0] for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    key = await issue_key(db, settings, ["read"])
+    trades = [(await fetch("GET", limited.url + "/public/v1/account/trades",
+                           headers=bearer(key.token)))[0] for _ in range(2)]
+    assert trades == [200, 429]
+
+
+async def test_client_ip_blocked_after_failed_authentications(limited: RunningApp) -> None:
+    bad = {"Authorization": "Bearer kg_aaaaaaaaaaaaaaaa_" + "a" * 59}
+    for _ in range(3):
+        status, body, headers = await fetch("GET", limited.url + BALANCES, headers=bad)
+        assert body["error"] == "INVALID_APIKEY"
+    # Failures are counted off the request path: the block lands a moment later.
+    for _ in range(50):
+        status, body, headers = await fetch("GET", limited.url + "/public/v1/time")
+        if status == 403:
+            break
+        await asyncio.sleep(0.02)
+    assert_error(status, body, headers, 403, "CLIENT_IP_BLOCKED")
+    assert int(headers["Retry-After"]) > 60
+
+
+async def test_withdraw_policy_requires_an_allowlist(
+    limited: RunningApp, settings: Settings, db: asyncpg.Pool
+) -> None:
+    key = await issue_key(db, settings, ["withdraw"])
+    status, body, headers = await fetch("POST", limited.url + "/public/v1/account/withdraw/crypto",
+                                        json={}, headers=bearer(key.token))
+    assert_error(status, body, headers, 403, "INVALID_IP_RESTRICTION")
+    assert "allowlist" in str(body["message"])
+
+
+async def test_upstream_refused_is_502(settings: Settings, db: asyncpg.Pool) -> None:
+    running = await start_app(build_app(settings.replace(
+        upstream_url=f"http://127.0.0.1:{free_port()}")))
+    try:
+        status, body, headers = await fetch("GET", running.url + "/public/v1/time")
+        assert_error(status, body, headers, 502, "SERVICE_UNAVAILABLE")
+    finally:
+        await running.stop()
+
+
+async def test_upstream_too_slow_is_504(gateway: RunningApp, gateway_settings: Settings,
+                                        db: asyncpg.Pool) -> None:
+    key = await issue_key(db, gateway_settings)
+    status, body, headers = await fetch("POST", gateway.url + "/__sandbox/slow?delay=3",
+                                        headers=bearer(key.token))
+    assert_error(status, body, headers, 504, "GATEWAY_TIMEOUT")
+
+
+async def test_key_store_unreachable_is_503(
+    settings: Settings, sandbox: RunningApp, db: asyncpg.Pool, private_redis: PrivateRedis
+) -> None:
+    key = await issue_key(db, settings)
+    running = await start_app(build_app(settings.replace(
+        upstream_url=sandbox.url, redis_url=private_redis.url,
+        database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/none")))
+    try:
+        status, body, headers = await fetch("GET", running.url + BALANCES,
+                                            headers=bearer(key.token))
+        assert_error(status, body, headers, 503, "SERVICE_UNAVAILABLE")
+    finally:
+        await running.stop()
+
+
+async def test_upstream_answers_pass_through_unchanged(
+    gateway: RunningApp, gateway_settings: Settings, db: asyncpg.Pool
+) -> None:
+    key = await issue_key(db, gateway_settings)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(gateway.url + "/__sandbox/status/429",
+                            headers=bearer(key.token)) as resp:
+            assert resp.status == 429
+            assert resp.headers["Retry-After"] == "7"  # the upstream's own, not ours
+            assert "request_id" not in await resp.json()  # the upstream's body, not ours
