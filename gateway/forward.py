@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from gateway.client_ip import forwarded_for, is_trusted, parse_ip
 from gateway.context import RequestContext
@@ -148,8 +149,10 @@ async def forward(ctx: RequestContext) -> web.StreamResponse:
     length = request.content_length
     if length is not None and length > settings.max_body_size:
         raise PayloadTooLarge
-    query = request.query_string
-    url = f"{route.upstream}{ctx.path}?{query}" if query else f"{route.upstream}{ctx.path}"
+    # The query exactly as the client sent it; the URL is not re-quoted on the way out.
+    query = request.raw_path.partition("?")[2]
+    url = URL(f"{route.upstream}{ctx.path}?{query}" if query else f"{route.upstream}{ctx.path}",
+              encoded=True)
     body = _LimitedBody(request, settings.max_body_size) if request.body_exists else None
     timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=settings.upstream_connect_timeout,

@@ -1,0 +1,253 @@
+"""Needs: PostgreSQL and Redis (tests/conftest.py). What the upstream receives: path and
+header tricks refused or normalised, identity headers, allowlists over IPv4, IPv6 and a
+trusted proxy, the trading flows per permission, and a 100 MB body in bounded memory."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import resource
+import socket
+from collections.abc import AsyncIterator
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+
+from gateway.app import build_app
+from gateway.settings import Settings
+from tests.support.servers import IssuedKey, RunningApp, issue_key, start_app
+
+pytestmark = pytest.mark.integration
+
+BALANCES = "/public/v1/account/balances"
+
+
+def bearer(key: IssuedKey) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key.token}"}
+
+
+async def raw_request(port: int, request: bytes) -> bytes:
+    """Send bytes exactly as written (no client library normalising them)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(65536), 5)
+    writer.close()
+    return data
+
+
+async def last_request(sandbox: RunningApp) -> dict[str, object]:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(sandbox.url + "/__sandbox/last-request") as resp:
+            result: dict[str, object] = await resp.json()
+            return result
+
+
+@pytest.mark.parametrize(("sent", "forwarded"), [
+    ("/public/v1/./account/balances", "/public/v1/account/balances"),
+    ("/public/v1//account///balances", "/public/v1/account/balances"),
+    ("/public/v1/account/x/../balances", "/public/v1/account/balances"),
+    ("/public/v1/account/balances?currency=BTC&x=%20", "/public/v1/account/balances"),
+])
+async def test_paths_are_normalised_and_forwarded_as_matched(
+    gateway: RunningApp, sandbox: RunningApp, gateway_settings: Settings, db: asyncpg.Pool,
+    sent: str, forwarded: str,
+) -> None:
+    key = await issue_key(db, gateway_settings)
+    response = await raw_request(gateway.port, (
+        f"GET {sent} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key.token}\r\n"
+        "Connection: close\r\n\r\n").encode())
+    assert response.startswith(b"HTTP/1.1 200"), response[:200]
+    seen = await last_request(sandbox)
+    assert seen["path"] == forwarded
+    if "?" in sent:
+        assert seen["query_string"] == sent.partition("?")[2]  # the query, byte for byte
+
+
+@pytest.mark.parametrize("path", [
+    "/public/v1/account%2Fbalances", "/public/v1/account%2fbalances",
+    "/public/v1/%2e%2e/public/v1/account/balances", "/public/v1/account/balances%00",
+    "/public/v1/account/balances;x=1", "/public/v1/account\\balances",
+    "/public/v1/account/%5cbalances", "/public/v1/account/%252fbalances",
+])
+async def test_paths_whose_meaning_depends_on_decoding_are_refused(
+    gateway: RunningApp, sandbox: RunningApp, path: str
+) -> None:
+    response = await raw_request(gateway.port, (
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").encode())
+    assert response.startswith(b"HTTP/1.1 400"), response[:200]
+    assert b'"ILLEGAL_CHARS"' in response
+
+
+async def test_headers_sent_upstream(gateway: RunningApp, sandbox: RunningApp,
+                                     gateway_settings: Settings, db: asyncpg.Pool) -> None:
+    key = await issue_key(db, gateway_settings, ["read", "trade"])
+    headers = {
+        **bearer(key),
+        "X-Gateway-Account-Id": "999999",  # spoofing another account
+        "X-Gateway-Permissions": "withdraw",
+        "X-Forwarded-For": "198.51.100.1",
+        "X-HTTP-Method-Override": "DELETE",
+        "Connection": "keep-alive, X-Hop",
+        "X-Hop": "secret-hop",
+        "Keep-Alive": "timeout=5",
+        "X-Request-Id": "client-chosen.id_1",
+        "X-Custom": "kept",
+    }
+    async with aiohttp.ClientSession() as http:
+        async with http.get(gateway.url + BALANCES, headers=headers) as resp:
+            assert resp.status == 200
+            assert resp.headers["X-Request-Id"] == "client-chosen.id_1"
+    seen = await last_request(sandbox)
+    received = seen["headers"]
+    assert isinstance(received, dict)
+    assert "authorization" not in received  # SECURITY: the key never leaves the gateway
+    assert received["x-gateway-account-id"] == str(key.user_id)
+    assert received["x-gateway-key-id"] == key.key_id
+    assert received["x-gateway-permissions"] == "read,trade"
+    assert received["x-forwarded-for"] == "127.0.0.1"  # rebuilt, not appended to
+    assert received["x-forwarded-proto"] == "http"
+    assert received["x-request-id"] == "client-chosen.id_1"
+    assert received["x-custom"] == "kept"
+    for dropped in ("x-http-method-override", "x-hop", "keep-alive"):
+        assert dropped not in received
+    assert seen["method"] == "GET"
+
+
+async def test_unsafe_request_ids_are_replaced(gateway: RunningApp) -> None:
+    async with aiohttp.ClientSession() as http:
+        for given in ("x" * 65, "bad id", "a\u00e9"):
+            async with http.get(gateway.url + "/public/v1/time",
+                                headers={"X-Request-Id": given}) as resp:
+                assert resp.headers["X-Request-Id"] != given
+                assert len(resp.headers["X-Request-Id"]) <= 64
+
+
+async def test_read_trade_withdraw_flows(gateway: RunningApp, sandbox: RunningApp,
+                                         gateway_settings: Settings, db: asyncpg.Pool) -> None:
+    reader = await issue_key(db, gateway_settings, ["read"])
+    trader = await issue_key(db, gateway_settings, ["read", "trade"], user_id=reader.user_id)
+    order = {"instrument_code": "BTC_EUR", "type": "LIMIT", "side": "BUY", "amount": "0.01",
+             "price": "10000.0"}
+    async with aiohttp.ClientSession() as http:
+        async with http.get(gateway.url + BALANCES, headers=bearer(reader)) as resp:
+            assert resp.status == 200
+            assert "balances" in await resp.json()
+        async with http.post(gateway.url + "/public/v1/account/orders", json=order,
+                             headers=bearer(reader)) as resp:
+            assert resp.status == 403
+        async with http.post(gateway.url + "/public/v1/account/orders", json=order,
+                             headers=bearer(trader)) as resp:
+            assert resp.status == 201, await resp.text()
+            order_id = (await resp.json())["order_id"]
+        async with http.get(f"{gateway.url}/public/v1/account/orders/{order_id}",
+                            headers=bearer(reader)) as resp:
+            assert resp.status == 200  # same account: the read key sees the trade key's order
+        async with http.delete(f"{gateway.url}/public/v1/account/orders/{order_id}",
+                               headers=bearer(reader)) as resp:
+            assert resp.status == 403
+        async with http.delete(f"{gateway.url}/public/v1/account/orders/{order_id}",
+                               headers=bearer(trader)) as resp:
+            assert resp.status == 204
+        for key, expected in ((trader, 403), (await issue_key(db, gateway_settings,
+                                                              ["withdraw"]), 200)):
+            async with http.get(gateway.url + "/public/v1/account/deposit/crypto/BTC",
+                                headers=bearer(key)) as resp:
+                assert resp.status == expected, await resp.text()
+
+
+async def test_permission_added_by_configuration_alone(
+    gateway: RunningApp, gateway_settings: Settings, db: asyncpg.Pool
+) -> None:
+    staker = await issue_key(db, gateway_settings, ["staking"])
+    async with aiohttp.ClientSession() as http:
+        async with http.get(gateway.url + "/public/v1/account/staking",
+                            headers=bearer(staker)) as resp:
+            assert resp.status != 403  # the gateway let it through (the sandbox has no such page)
+        async with http.get(gateway.url + BALANCES, headers=bearer(staker)) as resp:
+            assert resp.status == 403
+
+
+async def test_ipv6_allowlist(gateway_settings: Settings, db: asyncpg.Pool) -> None:
+    if not socket.has_ipv6:
+        pytest.fail("this machine has no IPv6 loopback; the IPv6 allowlist cannot be tested")
+    app = build_app(gateway_settings)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "::1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    allowed = await issue_key(db, gateway_settings, ips=["::1", "192.0.2.1"])
+    refused = await issue_key(db, gateway_settings, ips=["2001:db8::1", "127.0.0.1"])
+    try:
+        async with aiohttp.ClientSession() as http:
+            url = f"http://[::1]:{port}{BALANCES}"
+            async with http.get(url, headers=bearer(allowed)) as resp:
+                assert resp.status == 200
+            async with http.get(url, headers=bearer(refused)) as resp:
+                assert (await resp.json())["error"] == "INVALID_IP_RESTRICTION"
+    finally:
+        await runner.cleanup()
+
+
+async def test_ipv4_allowlist_and_trusted_proxy(settings: Settings, sandbox: RunningApp,
+                                                db: asyncpg.Pool) -> None:
+    import ipaddress
+
+    live = settings.replace(upstream_url=sandbox.url,
+                            trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
+    running = await start_app(build_app(live))
+    key = await issue_key(db, live, ips=["203.0.113.7"])
+    try:
+        async with aiohttp.ClientSession() as http:
+            async def status(xff: str | None) -> int:
+                headers = bearer(key) | ({"X-Forwarded-For": xff} if xff else {})
+                async with http.get(running.url + BALANCES, headers=headers) as resp:
+                    return resp.status
+
+            assert await status(None) == 403  # the proxy itself is not the client
+            assert await status("203.0.113.7") == 200
+            assert await status("::ffff:203.0.113.7") == 200  # IPv4-mapped is IPv4
+            # The client wrote the left part; the right-most untrusted hop is what counts.
+            assert await status("203.0.113.7, 198.51.100.9") == 403
+            assert await status("198.51.100.9, 203.0.113.7") == 200
+        seen = await last_request(sandbox)
+        headers = seen["headers"]
+        assert isinstance(headers, dict)
+        assert headers["x-forwarded-for"] == "198.51.100.9, 203.0.113.7, 127.0.0.1"
+    finally:
+        await running.stop()
+
+
+async def test_100mb_body_streams_through_in_bounded_memory(
+    gateway: RunningApp, gateway_settings: Settings, db: asyncpg.Pool
+) -> None:
+    key = await issue_key(db, gateway_settings)
+    size, chunk = 100 * 1024 * 1024, b"k" * (1024 * 1024)
+    sent = hashlib.sha256()
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(size // len(chunk)):
+            sent.update(chunk)
+            yield chunk
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    received, digest = 0, hashlib.sha256()
+    # The gateway, the sandbox and this client share one process: its peak memory bounds all.
+    settings = gateway_settings.replace(max_body_size=size)
+    running = await start_app(build_app(settings))
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.put(running.url + "/__sandbox/echo", data=body(),
+                                headers=bearer(key)) as resp:
+                assert resp.status == 200
+                async for part in resp.content.iter_chunked(65536):
+                    received += len(part)
+                    digest.update(part)
+    finally:
+        await running.stop()
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert received == size and digest.digest() == sent.digest()
+    assert grown_mb < 40, f"peak memory grew by {grown_mb:.0f} MB for a 100 MB body"
