@@ -23,7 +23,8 @@ pytestmark = pytest.mark.integration
 BALANCES = "/public/v1/account/balances"
 
 
-def gateway_cli(settings: Settings, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def gateway_cli(settings: Settings, *args: str,
+                stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gateway.cli", *args], input=stdin,
                           capture_output=True, text=True, env=environment_for(settings),
                           timeout=60)
@@ -65,7 +66,8 @@ async def test_ops_cli_and_no_secret_anywhere(gateway_settings: Settings, db: as
     async with db.acquire() as conn:
         tables = [r["tablename"] for r in await conn.fetch(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
-        dump = "".join([str(await conn.fetch(f'SELECT * FROM "{t}"')) for t in tables])
+        dump = "".join([str(await conn.fetch(f'SELECT * FROM "{t}"'))  # noqa: S608
+                        for t in tables])
         actions = [r["action"] for r in await conn.fetch(
             "SELECT action FROM audit_log WHERE key_id = $1 AND action LIKE 'key.%' ORDER BY id",
             token.key_id)]
