@@ -183,6 +183,11 @@ def parse_route_table(text: str, name: str = "routes.yaml",
         mark = exc.problem_mark
         line = mark.line + 1 if mark else 1
         raise ConfigError([f"{name}:{line}: invalid YAML: {exc.problem}"]) from None
+    except yaml.reader.ReaderError as exc:
+        # A control character: the reader reports a position, not a mark.
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError([f"{name}:{line}: invalid YAML: unacceptable character "
+                           f"#x{int(exc.character):04x}"]) from None
     if root is None:
         raise ConfigError([f"{name}:1: the file is empty"])
     top = loader.attempt(_mapping, root, "")
@@ -332,7 +337,10 @@ def _route(node: Node, where: str, index: int, permissions: dict[str, str],
 def load_route_table(path: Path, upstream_override: str | None = None) -> RouteTable:
     """Read and build the table from a file; `ConfigError` on any problem."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}:1: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError([f"{path}:{line}: not UTF-8 text"]) from None
     return parse_route_table(text, str(path), upstream_override, source=path)

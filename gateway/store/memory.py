@@ -96,7 +96,10 @@ class MemoryCache:
         self._invalidated.move_to_end(key_id)
         self._generation += 1
         while len(self._invalidated) > self._max_size:
-            self._invalidated.popitem(last=False)
+            # Forgetting when a key was invalidated must not let an older ticket refill it:
+            # refuse every ticket that old.
+            _, generation = self._invalidated.popitem(last=False)
+            self._floor = max(self._floor, generation + 1)
 
     def clear(self) -> None:
         """Forget everything (an invalidation channel reconnected: messages may have been lost)."""

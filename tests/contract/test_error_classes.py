@@ -1,0 +1,181 @@
+"""Contract: each `GatewayError` renders the status, code, JSON body and headers DESIGN.md fixes.
+
+Pure: `error_response` builds the response; nothing is served. Needs no external service.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aiohttp import web
+
+import gateway.errors as errors_module
+from gateway.errors import (
+    ClientIpBlocked,
+    GatewayError,
+    HeadersTooLarge,
+    IllegalChars,
+    InternalError,
+    IpNotAllowed,
+    KeyInvalid,
+    KeyMissing,
+    PayloadTooLarge,
+    PermissionMissing,
+    RateLimited,
+    RouteNotFound,
+    StoreUnavailable,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    error_response,
+)
+
+REQUEST_ID = "req-1.2_3"
+
+
+def _render(error: GatewayError) -> tuple[web.Response, dict[str, str]]:
+    response = error_response(error, REQUEST_ID)
+    assert response.content_type == "application/json"
+    assert response.headers["X-Request-Id"] == REQUEST_ID
+    assert response.text is not None
+    body = json.loads(response.text)
+    assert set(body) == {"error", "message", "request_id"}
+    assert body["request_id"] == REQUEST_ID
+    assert isinstance(body["message"], str) and body["message"]
+    return response, body
+
+
+def test_every_error_class_is_covered_here() -> None:
+    classes = {
+        name for name in errors_module.__all__
+        if isinstance(getattr(errors_module, name), type)
+        and issubclass(getattr(errors_module, name), GatewayError)
+    }
+    tested = {name[len("test_"):] for name in globals() if name.startswith("test_")}
+    missing = {c for c in classes if _snake(c) not in tested}
+    assert not missing
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+def test_gateway_error() -> None:
+    response, body = _render(GatewayError())
+    assert response.status == 500
+    assert body["error"] == "INTERNAL_SERVER_ERROR"
+    assert "Retry-After" not in response.headers
+    assert "WWW-Authenticate" not in response.headers
+
+
+def test_illegal_chars() -> None:
+    response, body = _render(IllegalChars())
+    assert (response.status, body["error"]) == (400, "ILLEGAL_CHARS")
+    assert "WWW-Authenticate" not in response.headers
+
+
+def test_key_missing() -> None:
+    response, body = _render(KeyMissing())
+    assert (response.status, body["error"]) == (401, "MISSING_CREDENTIALS")
+    assert body["message"] == "No API key found in request"
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="keygate"'
+
+
+def test_key_invalid() -> None:
+    response, body = _render(KeyInvalid())
+    assert (response.status, body["error"]) == (401, "INVALID_APIKEY")
+    assert response.headers["WWW-Authenticate"] == (
+        'Bearer realm="keygate", error="invalid_token"'
+    )
+
+
+def test_key_invalid_says_the_same_whatever_the_cause() -> None:
+    # No oracle: unknown, malformed and deleted keys must read alike.
+    assert _render(KeyInvalid())[1] == _render(KeyInvalid())[1]
+    assert _render(KeyInvalid())[1]["message"] == "Invalid API key"
+
+
+def test_ip_not_allowed() -> None:
+    response, body = _render(IpNotAllowed())
+    assert (response.status, body["error"]) == (403, "INVALID_IP_RESTRICTION")
+    assert "WWW-Authenticate" not in response.headers
+
+
+def test_ip_not_allowed_keeps_a_specific_message() -> None:
+    _, body = _render(IpNotAllowed("needs an allowlist"))
+    assert body == {"error": "INVALID_IP_RESTRICTION", "message": "needs an allowlist",
+                    "request_id": REQUEST_ID}
+
+
+def test_permission_missing() -> None:
+    error = PermissionMissing("withdraw")
+    response, body = _render(error)
+    assert (response.status, body["error"]) == (403, "MISSING_PERMISSION")
+    assert "'withdraw'" in body["message"]
+    assert error.permission == "withdraw"
+
+
+def test_client_ip_blocked() -> None:
+    response, body = _render(ClientIpBlocked(120))
+    assert (response.status, body["error"]) == (403, "CLIENT_IP_BLOCKED")
+    assert response.headers["Retry-After"] == "120"
+
+
+def test_route_not_found() -> None:
+    response, body = _render(RouteNotFound())
+    assert (response.status, body["error"]) == (404, "ROUTE_NOT_FOUND")
+
+
+def test_payload_too_large() -> None:
+    response, body = _render(PayloadTooLarge())
+    assert (response.status, body["error"]) == (413, "PAYLOAD_TOO_LARGE")
+
+
+def test_rate_limited() -> None:
+    response, body = _render(RateLimited(2.5, 200))
+    assert (response.status, body["error"]) == (429, "RATELIMIT")
+    assert response.headers["Retry-After"] == "3"  # whole seconds, rounded up
+    assert response.headers["X-RateLimit-Limit"] == "200"
+    assert response.headers["X-RateLimit-Remaining"] == "0"
+
+
+@pytest.mark.parametrize(("retry_after", "header"), [(0.0, "1"), (0.01, "1"), (1.0, "1"),
+                                                      (1.2, "2"), (59.0, "59")])
+def test_rate_limited_retry_after_is_a_positive_whole_number(retry_after: float,
+                                                             header: str) -> None:
+    assert RateLimited(retry_after, 10).headers()["Retry-After"] == header
+
+
+def test_headers_too_large() -> None:
+    response, body = _render(HeadersTooLarge())
+    assert (response.status, body["error"]) == (431, "HEADERS_TOO_LARGE")
+
+
+def test_internal_error() -> None:
+    response, body = _render(InternalError())
+    assert (response.status, body["error"]) == (500, "INTERNAL_SERVER_ERROR")
+    assert body["message"] == "Internal error"
+
+
+def test_upstream_unavailable() -> None:
+    response, body = _render(UpstreamUnavailable())
+    assert (response.status, body["error"]) == (502, "SERVICE_UNAVAILABLE")
+
+
+def test_store_unavailable() -> None:
+    response, body = _render(StoreUnavailable())
+    assert (response.status, body["error"]) == (503, "SERVICE_UNAVAILABLE")
+
+
+def test_upstream_timeout() -> None:
+    response, body = _render(UpstreamTimeout())
+    assert (response.status, body["error"]) == (504, "GATEWAY_TIMEOUT")
+    assert "Retry-After" not in response.headers
+
+
+def test_error_headers_are_fresh_per_call() -> None:
+    # error_response adds X-Request-Id to the dict headers() returns: it must not leak.
+    error = KeyMissing()
+    error_response(error, "first")
+    assert "X-Request-Id" not in error.headers()
+    assert error_response(error, "second").headers["X-Request-Id"] == "second"
