@@ -1,0 +1,248 @@
+"""The admin UI application: `build_admin_app` wires settings, stores, mail and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp_jinja2
+import asyncpg
+import jinja2
+from aiohttp import web
+
+from admin_ui import db
+from admin_ui.appkeys import (
+    CACHE_KEY,
+    KEYS_KEY,
+    MAILBOX_KEY,
+    MAILER_KEY,
+    PERMISSIONS_KEY,
+    POOL_KEY,
+    REDIS_KEY,
+    SETTINGS_KEY,
+    THROTTLE_KEY,
+)
+from admin_ui.csrf import csrf_middleware
+from admin_ui.devmail import DevMailbox, add_mailbox_routes, start_mail_sink
+from admin_ui.mail import InMemoryMailer, Mailer, SmtpMailer, default_sender
+from admin_ui.permissions import PermissionCatalog
+from admin_ui.render import render
+from admin_ui.routes import setup_routes
+from admin_ui.security import DerivedKeys
+from admin_ui.sessions import session_id, session_middleware
+from admin_ui.throttle import Throttle
+from gateway.settings import Settings
+from gateway.store.redis import RedisKeyCache, connect_redis
+
+__all__ = ["DEV_MAIL_PORT", "build_admin_app", "build_dev_admin", "run_admin"]
+
+log = logging.getLogger(__name__)
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_TEMPLATES = Path(__file__).parent / "templates"
+_SESSION_PURGE_INTERVAL = 600.0
+DEV_MAIL_PORT = 1025
+
+# SECURITY: no inline script or style, no framing, no referrer (links carry tokens).
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+@web.middleware
+async def _security_headers(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    response = await handler(request)
+    for name, value in _SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if not request.path.startswith("/static/"):
+        # Pages hold CSRF tokens, and one holds an API key: no cache keeps them.
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+async def _forbidden(request: web.Request) -> web.StreamResponse:
+    return render(request, "error.html", {
+        "title": "Form expired",
+        "message": "This form was not accepted: it is too old or came from another site. "
+                   "Go back, reload the page and try again.",
+    }, status=403)
+
+
+@web.middleware
+async def _error_pages(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status in (404, 405):
+            title = "Page not found" if exc.status == 404 else "Not allowed"
+            return render(request, "error.html", {
+                "title": title, "message": "There is nothing here. Check the address."
+            }, status=exc.status)
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("error handling %s %s", request.method, request.path)
+        return render(request, "error.html", {
+            "title": "Something went wrong",
+            "message": "An unexpected error occurred; it has been logged. Please try again.",
+        }, status=500)
+
+
+def _mailer_for(settings: Settings, dev_mail_port: int | None) -> Mailer:
+    sender = default_sender(settings.admin_url)
+    if settings.smtp_url:
+        return SmtpMailer(settings.smtp_url, sender=sender)
+    if dev_mail_port is not None:
+        return SmtpMailer(f"smtp://127.0.0.1:{dev_mail_port}", sender=sender)
+    log.warning("no GATEWAY_SMTP_URL: the admin UI cannot send email")
+    return InMemoryMailer(is_warning=True)
+
+
+def build_admin_app(
+    settings: Settings,
+    *,
+    mailer: Mailer | None = None,
+    dev_mail_port: int | None = None,
+    dev_mail_host: str = "127.0.0.1",
+    dev_mailbox: DevMailbox | None = None,
+) -> web.Application:
+    """The admin UI for resolved settings (store URLs and secrets set).
+
+    Dev mode: with `dev_mail_port`, an aiosmtpd sink runs beside the app on that port and,
+    unless `GATEWAY_SMTP_URL` or `mailer` says otherwise, mail goes to it through SMTP; with
+    `dev_mailbox` (a sink run by the caller) or `dev_mail_port`, `/dev/mailbox` and
+    `/dev/mailbox.json` show what it received.
+    """
+    missing = [name for name in ("database_url", "redis_url", "secret_key", "key_pepper")
+               if not getattr(settings, name)]
+    if missing:
+        raise ValueError(f"admin UI settings missing: {', '.join(missing)}")
+    assert settings.secret_key is not None
+
+    app = web.Application(middlewares=[])
+    keys = DerivedKeys.from_secret(settings.secret_key)
+    app[SETTINGS_KEY] = settings
+    app[KEYS_KEY] = keys
+    app[PERMISSIONS_KEY] = PermissionCatalog(settings.routes_path, settings.upstream_url)
+    app[MAILER_KEY] = mailer or _mailer_for(settings, dev_mail_port)
+    if dev_mailbox is None and dev_mail_port is not None:
+        dev_mailbox = DevMailbox()
+    if dev_mailbox is not None:
+        app[MAILBOX_KEY] = dev_mailbox
+        add_mailbox_routes(app)
+    if dev_mail_port is not None:
+        assert dev_mailbox is not None
+        app.cleanup_ctx.append(_mail_sink_context(dev_mailbox, dev_mail_host, dev_mail_port))
+
+    app.middlewares.extend([
+        _security_headers,
+        session_middleware,
+        _error_pages,
+        csrf_middleware(keys.csrf, session_id, _forbidden),
+    ])
+    aiohttp_jinja2.setup(
+        app, loader=jinja2.FileSystemLoader(str(_TEMPLATES)),
+        # SECURITY: every value is HTML-escaped unless a template says otherwise.
+        autoescape=True, undefined=jinja2.StrictUndefined,
+    )
+    app.cleanup_ctx.append(_stores_context)
+    setup_routes(app)
+    return app
+
+
+async def _stores_context(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS_KEY]
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=10)
+    assert pool is not None
+    client = connect_redis(settings.redis_url or "", settings.store_timeout)
+    app[POOL_KEY] = pool
+    app[REDIS_KEY] = client
+    app[CACHE_KEY] = RedisKeyCache(client, settings.redis_prefix, settings.redis_key_ttl,
+                                   settings.negative_cache_ttl, settings.tombstone_ttl)
+    app[THROTTLE_KEY] = Throttle(client, settings.redis_prefix, settings.login_fail_limit,
+                                 settings.login_fail_window)
+    purger = asyncio.create_task(_purge_sessions(pool))
+    try:
+        yield
+    finally:
+        purger.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await purger
+        await client.aclose()
+        await pool.close()
+
+
+async def _purge_sessions(pool: asyncpg.Pool) -> None:
+    while True:
+        try:
+            async with pool.acquire() as conn:
+                await db.purge_expired_sessions(conn)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("purging expired sessions failed: %r", exc)
+        await asyncio.sleep(_SESSION_PURGE_INTERVAL)
+
+
+def _mail_sink_context(mailbox: DevMailbox, host: str,
+                       port: int) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(_app: web.Application) -> AsyncIterator[None]:
+        server = await start_mail_sink(mailbox, host, port)
+        log.info("dev mail sink on smtp://%s:%d (messages at /dev/mailbox)", host, port)
+        try:
+            yield
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    return context
+
+
+async def build_dev_admin(
+    settings: Settings, admin_port: int, *, mail_port: int = DEV_MAIL_PORT
+) -> tuple[web.Application, list[str], Callable[[], Awaitable[None]]]:
+    """For `gateway dev`: the admin app, lines to print, and a cleanup to await at exit.
+
+    Without `GATEWAY_SMTP_URL`, the dev mail sink runs on `mail_port` and the app sends to it
+    through SMTP; `/dev/mailbox` shows what arrived.
+    """
+    if settings.admin_url == Settings().admin_url:
+        # Links must point at the port the admin UI really listens on.
+        settings = settings.replace(admin_url=f"http://127.0.0.1:{admin_port}")
+    if settings.smtp_url:
+        async def nothing() -> None:
+            return None
+
+        return build_admin_app(settings), [], nothing
+    mailbox = DevMailbox()
+    server = await start_mail_sink(mailbox, "127.0.0.1", mail_port)
+    app = build_admin_app(settings.replace(smtp_url=f"smtp://127.0.0.1:{mail_port}"),
+                          dev_mailbox=mailbox)
+
+    async def close() -> None:
+        server.close()
+        await server.wait_closed()
+
+    return app, [
+        f"  dev mail sink     smtp://127.0.0.1:{mail_port}",
+        f"  dev mailbox       {settings.admin_url}/dev/mailbox",
+    ], close
+
+
+def run_admin(settings: Settings, *, port: int, host: str,
+              dev_mail_port: int | None = None) -> None:
+    """Serve the admin UI until interrupted (`gateway admin`)."""
+    app = build_admin_app(settings, dev_mail_port=dev_mail_port)
+    print(f"admin UI on http://{host}:{port} (public URL {settings.admin_url})", flush=True)
+    web.run_app(app, host=host, port=port, print=None,
+                access_log=logging.getLogger("admin_ui.access") if settings.access_log
+                else None)

@@ -1,0 +1,106 @@
+"""Development mail: an aiosmtpd sink that keeps what it receives, and the pages showing it.
+
+`gateway dev` runs the sink (port 1025 by default) when no SMTP server is configured; the
+admin UI then sends through real SMTP to it, and `/dev/mailbox` (HTML) and
+`/dev/mailbox.json` (`[{to, subject, body, date}]`, newest last) show the messages. These
+routes exist only when the app is built with a dev mailbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import deque
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from admin_ui.appkeys import MAILBOX_KEY
+
+__all__ = [
+    "DevMailbox",
+    "MailboxEntry",
+    "add_mailbox_routes",
+    "mailbox_html",
+    "mailbox_json",
+    "start_mail_sink",
+]
+
+_MAX_MESSAGES = 500
+_URL = re.compile(r"https?://[^\s<>\"']+")
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxEntry:
+    to: str
+    subject: str
+    body: str
+    date: str
+
+
+class DevMailbox:
+    """The sink's messages, oldest first, the oldest dropped past a bound."""
+
+    def __init__(self, limit: int = _MAX_MESSAGES) -> None:
+        self._messages: deque[MailboxEntry] = deque(maxlen=limit)
+        self._arrived = asyncio.Event()
+
+    @property
+    def messages(self) -> list[MailboxEntry]:
+        return list(self._messages)
+
+    def add(self, entry: MailboxEntry) -> None:
+        self._messages.append(entry)
+
+    def clear(self) -> None:
+        self._messages.clear()
+
+    # aiosmtpd's handler hook: called once per received message.
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or envelope.content
+        data = raw if isinstance(raw, bytes) else str(raw).encode()
+        parsed = message_from_bytes(data, policy=policy.default)
+        body = ""
+        if isinstance(parsed, EmailMessage):
+            part = parsed.get_body(preferencelist=("plain", "html"))
+            body = part.get_content() if part is not None else ""
+        self.add(MailboxEntry(
+            to=", ".join(envelope.rcpt_tos) or str(parsed.get("To", "")),
+            subject=str(parsed.get("Subject", "")),
+            body=body,
+            date=datetime.now(UTC).isoformat(timespec="seconds"),
+        ))
+        return "250 Message accepted for delivery"
+
+
+async def start_mail_sink(mailbox: DevMailbox, host: str = "127.0.0.1",
+                          port: int = 1025) -> asyncio.Server:
+    """Serve SMTP into `mailbox` on the running loop; close the returned server to stop."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        lambda: SMTP(mailbox, hostname="keygate-dev-mail", loop=loop), host=host, port=port
+    )
+
+
+async def mailbox_json(request: web.Request) -> web.Response:
+    messages = [asdict(m) for m in request.app[MAILBOX_KEY].messages]
+    return web.json_response(messages)
+
+
+async def mailbox_html(request: web.Request) -> web.Response:
+    entries: list[dict[str, Any]] = [
+        {"message": m, "links": _URL.findall(m.body)}
+        for m in reversed(request.app[MAILBOX_KEY].messages)
+    ]
+    return aiohttp_jinja2.render_template("dev_mailbox.html", request, {"entries": entries})
+
+
+def add_mailbox_routes(app: web.Application) -> None:
+    app.router.add_get("/dev/mailbox", mailbox_html, name="dev_mailbox")
+    app.router.add_get("/dev/mailbox.json", mailbox_json, name="dev_mailbox_json")

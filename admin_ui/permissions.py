@@ -1,0 +1,59 @@
+"""The permission names offered as checkboxes: those of the route config, re-read on change."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from gateway.route_config import ConfigError, load_route_table
+
+__all__ = ["PermissionCatalog"]
+
+log = logging.getLogger(__name__)
+
+
+class PermissionCatalog:
+    """Permissions (name -> description) from the route file; a permission added to the file
+    shows up without a restart, and a broken file keeps the last good list."""
+
+    def __init__(self, path: Path, upstream_override: str | None = None) -> None:
+        self._path = path
+        self._upstream = upstream_override
+        self._mtime: float | None = None
+        self._permissions: dict[str, str] = {}
+        self._require_allowlist: frozenset[str] = frozenset()
+        self._load()
+
+    def _load(self) -> None:
+        try:
+            mtime = self._path.stat().st_mtime
+        except OSError:
+            return
+        if mtime == self._mtime:
+            return
+        try:
+            table = load_route_table(self._path, self._upstream)
+        except ConfigError as exc:
+            if self._mtime is None:
+                raise
+            log.error("route file changed but is invalid; keeping the permissions we had:\n%s",
+                      "\n".join(exc.problems))
+        else:
+            self._permissions = dict(table.permissions)
+            self._require_allowlist = table.require_ip_allowlist
+        self._mtime = mtime
+
+    @property
+    def permissions(self) -> dict[str, str]:
+        self._load()
+        return self._permissions
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.permissions)
+
+    @property
+    def require_ip_allowlist(self) -> frozenset[str]:
+        """Permissions the route file's policy allows only on keys with an IP allowlist."""
+        self._load()
+        return self._require_allowlist

@@ -1,0 +1,3 @@
+"""Request handlers, one module per area."""
+
+__all__: list[str] = []

@@ -1,0 +1,255 @@
+"""API keys: the list, the create form, the emailed confirmation link, resend, delete.
+
+A key is created pending; the emailed link (single use, 30 minutes, only the newest works)
+activates it for its logged-in owner, and that page is the only place its token is shown.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from admin_ui import db, emails
+from admin_ui.appkeys import CACHE_KEY, PERMISSIONS_KEY, POOL_KEY, SETTINGS_KEY
+from admin_ui.db import AccountRow
+from admin_ui.forms import MAX_KEY_NAME, validate_key_form
+from admin_ui.render import render
+from admin_ui.security import login_required
+from admin_ui.sessions import current_user, redirect, remote_ip
+from admin_ui.tokens import LinkState, hash_link_token, is_link_token, link_state, new_link_token
+from admin_ui.views.totp import check_second_factor
+from gateway.keys import is_key_id
+from gateway.lifecycle import KeyInfo, KeyNotFound, activate_key, audit, create_key, delete_key
+from gateway.lifecycle import list_keys as lifecycle_list_keys
+
+__all__ = [
+    "confirm_key",
+    "delete_key_page",
+    "delete_key_post",
+    "key_sent",
+    "keys_page",
+    "new_key_page",
+    "new_key_post",
+    "resend_key",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _user(request: web.Request) -> AccountRow:
+    account = current_user(request)
+    assert account is not None, "login_required guards this view"
+    return account
+
+
+async def _own_key(request: web.Request, account: AccountRow) -> KeyInfo | None:
+    """The path's key when it belongs to `account` and is not deleted."""
+    key_id = request.match_info["key_id"]
+    if not is_key_id(key_id):
+        return None
+    async with request.app[POOL_KEY].acquire() as conn:
+        keys = await lifecycle_list_keys(conn, account.id)
+    return next((k for k in keys if k.key_id == key_id), None)
+
+
+def _not_found(request: web.Request) -> web.Response:
+    return render(request, "error.html", {
+        "title": "Key not found",
+        "message": "There is no such key in your account (it may have been deleted).",
+    }, status=404)
+
+
+@login_required
+async def keys_page(request: web.Request) -> web.Response:
+    account = _user(request)
+    async with request.app[POOL_KEY].acquire() as conn:
+        keys = await lifecycle_list_keys(conn, account.id)
+    limit = request.app[SETTINGS_KEY].max_keys_per_user
+    return render(request, "keys.html", {"keys": keys, "limit": limit,
+                                         "is_full": len(keys) >= limit})
+
+
+def _form_page(request: web.Request, account: AccountRow, *, values: dict[str, Any],
+               errors: dict[str, str], is_full: bool = False, status: int = 200
+               ) -> web.Response:
+    catalog = request.app[PERMISSIONS_KEY]
+    return render(request, "key_new.html", {
+        "permissions": catalog.permissions, "needs_ips": sorted(catalog.require_ip_allowlist),
+        "values": values, "errors": errors, "needs_totp": account.totp_enabled,
+        "max_name": MAX_KEY_NAME, "is_full": is_full,
+        "limit": request.app[SETTINGS_KEY].max_keys_per_user,
+    }, status=status)
+
+
+@login_required
+async def new_key_page(request: web.Request) -> web.Response:
+    account = _user(request)
+    async with request.app[POOL_KEY].acquire() as conn:
+        count = await db.count_live_keys(conn, account.id)
+    is_full = count >= request.app[SETTINGS_KEY].max_keys_per_user
+    return _form_page(request, account, values={"permissions": []}, errors={},
+                      is_full=is_full)
+
+
+@login_required
+async def new_key_post(request: web.Request) -> web.Response:
+    account = _user(request)
+    settings = request.app[SETTINGS_KEY]
+    catalog = request.app[PERMISSIONS_KEY]
+    form = await request.post()
+    fields = {name: [v for v in form.getall(name, []) if isinstance(v, str)]
+              for name in ("name", "permissions", "ips", "totp")}
+    values = {"name": (fields["name"] or [""])[0], "permissions": fields["permissions"],
+              "ips": "\n".join(fields["ips"])}
+    wanted, errors = validate_key_form(fields, catalog.names, needs_totp=account.totp_enabled,
+                                       require_ip_allowlist=catalog.require_ip_allowlist)
+    if wanted is None:
+        return _form_page(request, account, values=values, errors=errors, status=400)
+    ip = remote_ip(request)
+    async with request.app[POOL_KEY].acquire() as conn:
+        if wanted.totp is not None:
+            method, error = await check_second_factor(request, conn, account, wanted.totp,
+                                                      allow_recovery=False)
+            if method is None:
+                return _form_page(request, account, values=values, errors={"totp": error or ""},
+                                  status=400)
+        token, token_hash = new_link_token()
+        async with conn.transaction():
+            # The row lock serialises one user's concurrent creations: the limit holds.
+            await db.lock_account(conn, account.id)
+            if await db.count_live_keys(conn, account.id) >= settings.max_keys_per_user:
+                return _form_page(request, account, values=values, is_full=True, status=400,
+                                  errors={"name": f"You already have {settings.max_keys_per_user}"
+                                          " keys, the most an account may have. Delete one "
+                                          "first."})
+            key_id = await create_key(conn, user_id=account.id, name=wanted.name,
+                                      permissions=wanted.permissions, allowed_ips=wanted.ips,
+                                      actor=f"user:{account.id}", client_ip=ip)
+            await db.insert_confirmation(conn, key_id, token_hash, settings.confirm_link_ttl)
+    is_sent = await emails.deliver(request, emails.key_confirmation(
+        request, account.email, token, key_id=key_id, name=wanted.name,
+        permissions=wanted.permissions, ips=[str(a) for a in wanted.ips], ip=ip))
+    return redirect(f"/keys/{key_id}/sent" + ("" if is_sent else "?failed=1"))
+
+
+@login_required
+async def key_sent(request: web.Request) -> web.Response:
+    key = await _own_key(request, _user(request))
+    if key is None:
+        return _not_found(request)
+    if key.status != "pending":
+        return redirect("/keys")
+    return render(request, "key_sent.html", {
+        "key": key, "is_failed": "failed" in request.query,
+        "is_resent": "resent" in request.query,
+        "ttl": emails.duration_text(request.app[SETTINGS_KEY].confirm_link_ttl),
+    })
+
+
+@login_required
+async def resend_key(request: web.Request) -> web.Response:
+    account = _user(request)
+    key = await _own_key(request, account)
+    if key is None:
+        return _not_found(request)
+    if key.status != "pending":
+        return redirect("/keys")
+    ip = remote_ip(request)
+    token, token_hash = new_link_token()
+    async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
+        # Every earlier link for this key stops working here.
+        await db.insert_confirmation(conn, key.key_id, token_hash,
+                                     request.app[SETTINGS_KEY].confirm_link_ttl)
+        await audit(conn, "key.link_resent", actor=f"user:{account.id}", user_id=account.id,
+                    key_id=key.key_id, client_ip=ip)
+    is_sent = await emails.deliver(request, emails.key_confirmation(
+        request, account.email, token, key_id=key.key_id, name=key.name,
+        permissions=key.permissions, ips=key.allowed_ips, ip=ip))
+    return redirect(f"/keys/{key.key_id}/sent?" + ("resent=1" if is_sent else "failed=1"))
+
+
+@login_required
+async def confirm_key(request: web.Request) -> web.Response:
+    """The emailed link. Only its logged-in owner gets here with effect (others are sent to
+    log in first by `login_required`), so a mail scanner opening it changes nothing."""
+    account = _user(request)
+    token = request.match_info["token"]
+    settings = request.app[SETTINGS_KEY]
+    ip = remote_ip(request)
+    state, found = LinkState.UNKNOWN, None
+    api_key: str | None = None
+    async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
+        found = (await db.find_confirmation(conn, hash_link_token(token), for_update=True)
+                 if is_link_token(token) else None)
+        if found is not None and found.link.user_id != account.id:
+            # Not this account's link: nothing is used up; the owner can still open it.
+            return render(request, "link_problem.html",
+                          {"kind": "confirm", "state": "other-account"}, status=403)
+        if found is not None:
+            state = link_state(used_at=found.link.used_at,
+                               superseded_at=found.link.superseded_at,
+                               expires_at=found.link.expires_at, now=found.link.now)
+            if found.key_status == "deleted" and state is not LinkState.USED:
+                state = LinkState.SUPERSEDED
+        if found is not None and state is LinkState.VALID:
+            if not await db.mark_confirmation_used(conn, found.link.id):
+                state = LinkState.USED
+            else:
+                try:
+                    # The Redis step runs after commit, below: no cache refill can race it.
+                    api_key = await activate_key(
+                        conn, found.key_id, pepper=settings.key_pepper or "",
+                        hash_version=settings.key_pepper_version, actor=f"user:{account.id}",
+                        client_ip=ip)
+                except KeyNotFound:
+                    state = LinkState.USED
+    if found is None or api_key is None:
+        return render(request, "link_problem.html", {
+            "kind": "confirm", "state": state.value,
+            "key_status": found.key_status if found else None,
+            "key_id": found.key_id if found else None,
+        }, status=404 if state is LinkState.UNKNOWN else 410)
+    try:
+        await request.app[CACHE_KEY].invalidate(found.key_id, deleted=False)
+    except (RedisError, OSError) as exc:
+        log.warning("redis invalidation of key %s failed: %r", found.key_id, exc)
+    await emails.deliver(request, emails.key_activated_notice(
+        request, account.email, key_id=found.key_id, name=found.key_name, ip=ip))
+    # SECURITY: the token exists only in this response (no-store: not kept by the browser).
+    return render(request, "key_shown.html", {
+        "api_key": api_key, "key_id": found.key_id, "key_name": found.key_name,
+    })
+
+
+@login_required
+async def delete_key_page(request: web.Request) -> web.Response:
+    """The confirmation without JavaScript (with it, the keys page's dialog does this)."""
+    key = await _own_key(request, _user(request))
+    if key is None:
+        return _not_found(request)
+    return render(request, "key_delete.html", {"key": key})
+
+
+@login_required
+async def delete_key_post(request: web.Request) -> web.Response:
+    account = _user(request)
+    key_id = request.match_info["key_id"]
+    if not is_key_id(key_id):
+        return _not_found(request)
+    ip = remote_ip(request)
+    async with request.app[POOL_KEY].acquire() as conn:
+        owner = await db.get_key_owner(conn, key_id)
+        try:
+            # Commits in PostgreSQL (NOTIFY to every gateway), then tombstones and publishes
+            # in Redis: the key is refused everywhere at once, for good.
+            await delete_key(conn, key_id, actor=f"user:{account.id}", user_id=account.id,
+                             client_ip=ip, cache=request.app[CACHE_KEY])
+        except KeyNotFound:
+            return _not_found(request)
+    name = owner[2] if owner else key_id
+    await emails.deliver(request, emails.key_deleted_notice(
+        request, account.email, key_id=key_id, name=name, ip=ip))
+    return redirect("/keys?done=deleted")
