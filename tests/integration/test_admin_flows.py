@@ -432,7 +432,7 @@ async def test_delete_key(browser_factory: Callable[[], Awaitable[Browser]],
     await stranger.login(other)
     # Not theirs: refused, and nothing changes.
     assert (await stranger.post(f"/keys/{key_id}/delete"))[0] == 404
-    status, text, resp = await b.post(f"/keys/{key_id}/delete")
+    _, text, resp = await b.post(f"/keys/{key_id}/delete")
     assert resp.url.path == "/keys" and "was deleted" in text and key_id not in text
     assert "deleted" in b.last_mail(email, "Security notice").subject
     assert (await b.post(f"/keys/{key_id}/delete"))[0] == 404
