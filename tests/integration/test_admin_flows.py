@@ -526,3 +526,29 @@ async def test_dev_mailbox_routes_exist_only_in_dev_mode(
     b = await browser_factory()
     assert (await b.get("/dev/mailbox.json"))[0] == 404
     assert (await b.get("/dev/mailbox"))[0] == 404
+
+
+async def test_dev_admin_sends_through_its_sink(settings: Settings) -> None:
+    from admin_ui.app import build_dev_admin
+    from tests.support.services import free_port
+
+    app, lines, close = await build_dev_admin(settings.replace(smtp_url=None), free_port(),
+                                              mail_port=free_port())
+    running = await start_app(app)
+    b = Browser(running.url, InMemoryMailer())
+    try:
+        assert any("/dev/mailbox" in line for line in lines)
+        email = new_email()
+        await b.get("/signup")
+        await b.post("/signup", {"email": email, "password": PASSWORD})
+        async with b.http.get(running.url + "/dev/mailbox.json") as resp:
+            messages = await resp.json()
+        [message] = [m for m in messages if m["to"] == email]
+        assert set(message) == {"to", "subject", "body", "date"}
+        assert "/verify/" in message["body"]
+        status, text, _ = await b.get("/dev/mailbox")
+        assert status == 200 and "Confirm your email address" in text
+    finally:
+        await b.close()
+        await running.stop()
+        await close()
