@@ -17,11 +17,11 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 
-import aiohttp_jinja2
 from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from admin_ui.appkeys import MAILBOX_KEY
+from admin_ui.render import render
 
 __all__ = [
     "DevMailbox",
@@ -98,7 +98,7 @@ async def mailbox_html(request: web.Request) -> web.Response:
         {"message": m, "links": _URL.findall(m.body)}
         for m in reversed(request.app[MAILBOX_KEY].messages)
     ]
-    return aiohttp_jinja2.render_template("dev_mailbox.html", request, {"entries": entries})
+    return render(request, "dev_mailbox.html", {"entries": entries})
 
 
 def add_mailbox_routes(app: web.Application) -> None:
