@@ -34,7 +34,8 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/keys", keys.keys_page, name="keys")
     r.add_get("/keys/new", keys.new_key_page, name="key_new")
     r.add_post("/keys/new", keys.new_key_post, name="key_new_post")
-    r.add_get("/keys/confirm/{token}", keys.confirm_key, name="key_confirm")
+    # GET only: a HEAD (link checkers) must not spend the one view of a key.
+    r.add_get("/keys/confirm/{token}", keys.confirm_key, name="key_confirm", allow_head=False)
     r.add_get("/keys/{key_id}/sent", keys.key_sent, name="key_sent")
     r.add_post("/keys/{key_id}/resend", keys.resend_key, name="key_resend")
     r.add_get("/keys/{key_id}/delete", keys.delete_key_page, name="key_delete")

@@ -150,6 +150,8 @@ def _set_cookie(request: web.Request, response: web.StreamResponse, state: Sessi
 @web.middleware
 async def session_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
     """Loads the session before the handler and sends a new cookie after it when needed."""
+    if request.path.startswith("/static/"):
+        return await handler(request)
     sid = request.cookies.get(COOKIE_NAME, "")
     if _SID_RE.fullmatch(sid):
         state = SessionState(sid, is_dirty=False)

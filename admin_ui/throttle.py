@@ -13,12 +13,15 @@ import logging
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-__all__ = ["IP_LIMIT_FACTOR", "Throttle"]
+__all__ = ["IP_LIMIT_FACTOR", "MAIL_LIMIT", "Throttle"]
 
 log = logging.getLogger(__name__)
 
 # Many users may share one address (an office NAT): the per-IP budget is a few accounts' worth.
 IP_LIMIT_FACTOR = 5
+# Emails one address or key may be sent per window (sign-up, reset, verify, resend): enough for
+# a lost message or two, too few to flood someone's inbox through our forms.
+MAIL_LIMIT = 5
 
 
 class Throttle:
@@ -67,6 +70,20 @@ class Throttle:
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             log.warning("login throttle unavailable (redis): %r", exc)
+
+    async def allow_mail(self, kind: str, identity: str) -> bool:
+        """Count one email of `kind` to `identity`; False once over `MAIL_LIMIT` a window."""
+        digest = hashlib.sha256(identity.strip().lower().encode()).hexdigest()[:32]
+        key = f"{self._prefix}mail:{kind}:{digest}"
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.set(key, 0, ex=self._window, nx=True)
+                pipe.incr(key)
+                _, count = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("mail throttle unavailable (redis): %r", exc)
+            return True
+        return int(count) <= MAIL_LIMIT
 
     async def reset(self, account: str) -> None:
         """After a full login: the account's count starts again (the IP's does not)."""

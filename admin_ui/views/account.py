@@ -106,7 +106,10 @@ async def signup_post(request: web.Request) -> web.Response:
             # The owner hears of the attempt; the visitor sees the usual page.
             message = emails.signup_existing(request, existing.email)
     assert message is not None
-    is_sent = await emails.deliver(request, message)
+    # Over the limit the page reads the same; only the flood of mail stops.
+    is_sent = True
+    if await request.app[THROTTLE_KEY].allow_mail("signup", credentials.email):
+        is_sent = await emails.deliver(request, message)
     return render(request, "signup_sent.html", {"email": credentials.email, "is_sent": is_sent})
 
 
@@ -195,8 +198,10 @@ async def login_post(request: web.Request) -> web.Response:
             await db.insert_account_link(conn, account.id, "verify", token_hash,
                                          request.app[SETTINGS_KEY].verify_link_ttl)
     if not account.email_verified:
-        is_sent = await emails.deliver(request, emails.verify_email(request, account.email,
-                                                                    token))
+        is_sent = True
+        if await throttle.allow_mail("verify", account.email):
+            is_sent = await emails.deliver(request, emails.verify_email(request, account.email,
+                                                                        token))
         return render(request, "signup_sent.html", {
             "email": account.email, "is_sent": is_sent, "is_login": True}, status=403)
     if account.totp_enabled:
@@ -271,7 +276,7 @@ async def forgot_post(request: web.Request) -> web.Response:
                                          request.app[SETTINGS_KEY].reset_link_ttl)
             await audit(conn, "password.reset_requested", actor=f"user:{account.id}",
                         user_id=account.id, client_ip=ip)
-    if account is not None:
+    if account is not None and await request.app[THROTTLE_KEY].allow_mail("reset", email):
         await emails.deliver(request, emails.password_reset(request, account.email, token, ip))
     return render(request, "forgot_sent.html", {"email": email})
 

@@ -13,7 +13,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from admin_ui import db, emails
-from admin_ui.appkeys import CACHE_KEY, PERMISSIONS_KEY, POOL_KEY, SETTINGS_KEY
+from admin_ui.appkeys import CACHE_KEY, PERMISSIONS_KEY, POOL_KEY, SETTINGS_KEY, THROTTLE_KEY
 from admin_ui.db import AccountRow
 from admin_ui.forms import MAX_KEY_NAME, validate_key_form
 from admin_ui.render import render
@@ -60,6 +60,12 @@ def _not_found(request: web.Request) -> web.Response:
         "title": "Key not found",
         "message": "There is no such key in your account (it may have been deleted).",
     }, status=404)
+
+
+def _is_prefetch(request: web.Request) -> bool:
+    purpose = (request.headers.get("Sec-Purpose", "") + request.headers.get("Purpose", "")
+               + request.headers.get("X-Moz", "")).lower()
+    return "prefetch" in purpose or "prerender" in purpose
 
 
 @login_required
@@ -144,7 +150,7 @@ async def key_sent(request: web.Request) -> web.Response:
         return redirect("/keys")
     return render(request, "key_sent.html", {
         "key": key, "is_failed": "failed" in request.query,
-        "is_resent": "resent" in request.query,
+        "is_resent": "resent" in request.query, "is_limited": "limited" in request.query,
         "ttl": emails.duration_text(request.app[SETTINGS_KEY].confirm_link_ttl),
     })
 
@@ -157,6 +163,8 @@ async def resend_key(request: web.Request) -> web.Response:
         return _not_found(request)
     if key.status != "pending":
         return redirect("/keys")
+    if not await request.app[THROTTLE_KEY].allow_mail("resend", key.key_id):
+        return redirect(f"/keys/{key.key_id}/sent?limited=1")
     ip = remote_ip(request)
     token, token_hash = new_link_token()
     async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
@@ -175,6 +183,10 @@ async def resend_key(request: web.Request) -> web.Response:
 async def confirm_key(request: web.Request) -> web.Response:
     """The emailed link. Only its logged-in owner gets here with effect (others are sent to
     log in first by `login_required`), so a mail scanner opening it changes nothing."""
+    if _is_prefetch(request):
+        # SECURITY: a speculative load must not spend the one view of the key.
+        return web.Response(status=503, text="Open this link directly.",
+                            headers={"Cache-Control": "no-store"})
     account = _user(request)
     token = request.match_info["token"]
     settings = request.app[SETTINGS_KEY]

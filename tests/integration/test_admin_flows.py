@@ -552,3 +552,36 @@ async def test_dev_admin_sends_through_its_sink(settings: Settings) -> None:
         await b.close()
         await running.stop()
         await close()
+
+
+async def test_link_checkers_and_prefetch_do_not_spend_the_link(
+        browser_factory: Callable[[], Awaitable[Browser]]) -> None:
+    b = await browser_factory()
+    email = new_email()
+    await b.signup(email)
+    await b.login(email)
+    await b.create_key("checked")
+    link = await _confirm_path(b, email)
+    async with b.http.head(b.base + link) as resp:
+        assert resp.status == 405
+    status, text, _ = await b.get(link, headers={"Sec-Purpose": "prefetch;prerender"})
+    assert status == 503 and 'id="api-key"' not in text
+    status, text, _ = await b.get(link)
+    assert status == 200 and 'id="api-key"' in text
+
+
+async def test_resend_is_limited(browser_factory: Callable[[], Awaitable[Browser]]) -> None:
+    from admin_ui.throttle import MAIL_LIMIT
+
+    b = await browser_factory()
+    email = new_email()
+    await b.signup(email)
+    await b.login(email)
+    _, _, resp = await b.create_key("noisy")
+    key_id = resp.url.path.split("/")[2]
+    for _ in range(MAIL_LIMIT):
+        _, text, _ = await b.post(f"/keys/{key_id}/resend")
+        assert "We sent a new confirmation link" in text
+    sent = len(b.mailer.messages)
+    _, text, _ = await b.post(f"/keys/{key_id}/resend")
+    assert "Wait a few minutes" in text and len(b.mailer.messages) == sent
