@@ -14,6 +14,7 @@ import jinja2
 from aiohttp import web
 
 from admin_ui import db
+from admin_ui.accesslog import RedactingAccessLogger
 from admin_ui.appkeys import (
     CACHE_KEY,
     KEYS_KEY,
@@ -245,4 +246,4 @@ def run_admin(settings: Settings, *, port: int, host: str,
     print(f"admin UI on http://{host}:{port} (public URL {settings.admin_url})", flush=True)
     web.run_app(app, host=host, port=port, print=None,
                 access_log=logging.getLogger("admin_ui.access") if settings.access_log
-                else None)
+                else None, access_log_class=RedactingAccessLogger)

@@ -70,6 +70,7 @@ class DevMailbox:
         if isinstance(parsed, EmailMessage):
             part = parsed.get_body(preferencelist=("plain", "html"))
             body = part.get_content() if part is not None else ""
+        body = body.replace("\r\n", "\n")  # SMTP's line endings, not the message's
         self.add(MailboxEntry(
             to=", ".join(envelope.rcpt_tos) or str(parsed.get("To", "")),
             subject=str(parsed.get("Subject", "")),

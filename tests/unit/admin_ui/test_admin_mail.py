@@ -45,6 +45,7 @@ async def test_smtp_into_the_dev_sink() -> None:
     assert entry.to == "a@example.com"
     assert entry.subject == "Confirm your new API key \u201cbot\u201d"
     assert "https://admin.example.com/keys/confirm/abc" in entry.body
+    assert "\r" not in entry.body
     assert entry.date.endswith("+00:00")
 
 
@@ -61,3 +62,12 @@ async def test_in_memory_mailer() -> None:
     quiet = InMemoryMailer(is_warning=True)
     await quiet.send(Message("a@example.com", "s", "b"))
     assert quiet.messages == []
+
+
+def test_access_log_redacts_link_tokens() -> None:
+    from admin_ui.accesslog import redact_path
+
+    assert redact_path("/keys/confirm/abcDEF_-123") == "/keys/confirm/<redacted>"
+    assert redact_path("/password/reset/abc") == "/password/reset/<redacted>"
+    assert redact_path("/verify/abc") == "/verify/<redacted>"
+    assert redact_path("/keys/abc/delete") == "/keys/abc/delete"
