@@ -117,6 +117,7 @@ async def test_the_whole_user_path(browser: Any, stack: Stack, artifacts: Path) 
     await page.get_by_role("link", name="Two-factor").click()
     assert await page.locator(".qr svg").count() == 1
     secret = (await page.text_content("#totp-secret") or "").strip()
+    await page.screenshot(path=str(artifacts / "admin-2fa-enable.png"), full_page=True)
     await page.fill("input[name=totp]", code_at(secret, -1))
     await page.get_by_role("button", name="Turn on").click()
     assert await page.locator("#recovery-codes li").count() == 10
@@ -166,6 +167,7 @@ async def test_the_whole_user_path(browser: Any, stack: Stack, artifacts: Path) 
     dialog = page.locator("dialog#delete-dialog")
     await dialog.wait_for(state="visible")
     assert "trading bot" in (await dialog.text_content() or "")
+    await page.screenshot(path=str(artifacts / "admin-delete-dialog.png"))
     await dialog.get_by_role("button", name="Yes, delete it").click()
     await page.get_by_text("The key was deleted").wait_for()
     assert await page.locator("tr", has_text="trading bot").count() == 0
@@ -183,6 +185,7 @@ async def test_the_whole_user_path(browser: Any, stack: Stack, artifacts: Path) 
     for label in ("Key created", "Key confirmed", "Key deleted", "Logged in",
                   "Two-factor authentication turned on"):
         assert label in text
+    await page.screenshot(path=str(artifacts / "admin-activity.png"), full_page=True)
     await context.close()
 
 
