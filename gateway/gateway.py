@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.abuse import AuthFailureGuard
+from gateway.connections import ConnectionGuard
 from gateway.forward import create_upstream_session
 from gateway.ratelimit import RateLimiter
 from gateway.route_config import ConfigError, load_route_table
@@ -45,6 +46,8 @@ class Gateway:
     listener: InvalidationListener
     pool: asyncpg.Pool
     redis: aioredis.Redis
+    # Set by the server when it listens through a guard (tests' plain sites have none).
+    connections: ConnectionGuard | None = None
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

@@ -80,7 +80,8 @@ class Settings:
     upstream_secret_header: str = "X-Gateway-Secret"  # noqa: S105 (a header name)
     max_body_size: int = 10 * 1024**2
     max_header_size: int = 8190
-    client_timeout: float = 60.0
+    client_timeout: float = 60.0  # a request must arrive this soon on an open connection
+    max_connections: int = 10_000  # per process
     shutdown_timeout: float = 30.0
 
     # Abuse control.

@@ -236,3 +236,47 @@ async def test_upstream_answers_pass_through_unchanged(
             assert resp.status == 429
             assert resp.headers["Retry-After"] == "7"  # the upstream's own, not ours
             assert "request_id" not in await resp.json()  # the upstream's body, not ours
+
+
+async def test_slow_clients_are_cut_off_and_connections_capped(
+    gateway_settings: Settings, tmp_path: Path
+) -> None:
+    from tests.support.processes import GatewayProcess
+
+    config = tmp_path / "gateway.yaml"
+    config.write_text("client_timeout: 1s\nmax_connections: 3\n")
+    process = GatewayProcess(gateway_settings, extra_env={"GATEWAY_CONFIG": str(config)})
+    try:
+        # slowloris: a request line, then a header byte now and then, never finished.
+        reader, writer = await asyncio.open_connection("127.0.0.1", process.port)
+        writer.write(b"GET /public/v1/time HTTP/1.1\r\nHost: x\r\n")
+        started = asyncio.get_running_loop().time()
+        closed_after = None
+        for _ in range(40):
+            await asyncio.sleep(0.1)
+            try:
+                writer.write(b"X")
+                await writer.drain()
+            except OSError:
+                pass
+            if reader.at_eof() or writer.is_closing():
+                break
+            try:
+                if await asyncio.wait_for(reader.read(1), 0.01) == b"":
+                    break
+            except asyncio.TimeoutError:
+                continue
+        closed_after = asyncio.get_running_loop().time() - started
+        writer.close()
+        assert closed_after < 3.0, "a client trickling headers kept its connection"
+
+        # Three idle connections fill the cap; the fourth is refused at once.
+        held = [await asyncio.open_connection("127.0.0.1", process.port) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        extra_reader, extra_writer = await asyncio.open_connection("127.0.0.1", process.port)
+        extra_writer.write(b"GET /public/v1/time HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert await asyncio.wait_for(extra_reader.read(100), 2) == b""
+        for _, w in held:
+            w.close()
+    finally:
+        process.stop()
