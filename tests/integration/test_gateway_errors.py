@@ -264,7 +264,7 @@ async def test_slow_clients_are_cut_off_and_connections_capped(
             try:
                 if await asyncio.wait_for(reader.read(1), 0.01) == b"":
                     break
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
         closed_after = asyncio.get_running_loop().time() - started
         writer.close()
