@@ -7,6 +7,8 @@ owner learns the rest by email), so neither tells a stranger who is registered.
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from admin_ui import db, emails
@@ -183,9 +185,11 @@ async def login_post(request: web.Request) -> web.Response:
             "password."))
     async with request.app[POOL_KEY].acquire() as conn:
         account = await db.get_account_by_email(conn, credentials.email)
-        # SECURITY: argon2 runs whether or not the account exists (no timing oracle).
-        is_good = verify_password(account.password_hash if account else _DUMMY_HASH,
-                                  credentials.password)
+        # SECURITY: argon2 runs whether or not the account exists (no timing oracle); in a
+        # thread, as its deliberate slowness would otherwise stall every other request.
+        is_good = await asyncio.to_thread(
+            verify_password, account.password_hash if account else _DUMMY_HASH,
+            credentials.password)
         if account is None or not is_good:
             await throttle.record_failure(credentials.email, ip)
             if account is not None:
@@ -319,7 +323,8 @@ async def reset_post(request: web.Request) -> web.Response:
         # Single use: of two submissions racing with one link, only one gets here.
         if not await db.mark_account_link_used(conn, link.id):
             return _reset_problem(request, LinkState.USED)
-        await db.set_password_hash(conn, user_id, hash_password(password))
+        await db.set_password_hash(conn, user_id, await asyncio.to_thread(hash_password,
+                                                                          password))
         # The link proved the mailbox; every session (a thief's too) is logged out.
         await db.mark_email_verified(conn, user_id)
         await db.delete_user_sessions(conn, user_id)
