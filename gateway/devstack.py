@@ -34,6 +34,7 @@ async def _serve(app: web.Application, port: int, **kwargs: object) -> Cleanup:
 
 async def _run(settings: Settings, port: int, admin_port: int, status_port: int,
                sandbox_port: int) -> None:
+    from admin_ui.accesslog import RedactingAccessLogger
     from admin_ui.app import build_dev_admin
 
     await migrate_database(settings.database_url or "")
@@ -49,7 +50,8 @@ async def _run(settings: Settings, port: int, admin_port: int, status_port: int,
     cleanups.append(await _serve(gateway_app, port, **handler_args(settings)))
     cleanups.append(await _serve(build_status_app(lambda: gateway_app[GATEWAY_KEY]),
                                  status_port, access_log=None))
-    cleanups.append(await _serve(admin_app, admin_port))
+    # SECURITY: links in the admin UI carry tokens; its access log redacts them.
+    cleanups.append(await _serve(admin_app, admin_port, access_log_class=RedactingAccessLogger))
     print("Keygate is running:", flush=True)
     print(f"  gateway           http://127.0.0.1:{port}/public/v1", flush=True)
     print(f"  admin UI          http://127.0.0.1:{admin_port}/", flush=True)
