@@ -110,7 +110,7 @@ class Gateway:
         waits = [self.listener.pg_connected.wait(), self.listener.redis_connected.wait()]
         try:
             await asyncio.wait_for(asyncio.gather(*waits), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("starting without every invalidation channel (postgres: %s, redis: %s)",
                         self.listener.pg_connected.is_set(),
                         self.listener.redis_connected.is_set())
