@@ -94,7 +94,7 @@ class Gateway:
         self.listener = InvalidationListener(
             settings.database_url, self.redis, redis_cache.channel,
             on_key=memory.invalidate, on_reset=memory.clear,
-            on_redis_back=self._retombstone_recent_deletions,
+            on_redis_back=self._on_redis_back,
             other_channels={self.guard.channel: self.guard.on_block_message},
         )
         self.listener.start()
@@ -136,21 +136,33 @@ class Gateway:
         if _mtime(self.settings.routes_path) != self._routes_mtime:
             self.reload_routes()
 
-    async def _retombstone_recent_deletions(self, lost_at: float) -> None:
-        """After a Redis outage: deleters could not tombstone; do it for them."""
+    async def _on_redis_back(self, lost_at: float) -> None:
+        self.spawn(self._retombstone_recent_deletions(lost_at))
+
+    async def _retombstone_recent_deletions(self, lost_at: float, attempts: int = 5) -> None:
+        """After a Redis outage: deleters could not tombstone; do it for them.
+
+        Without this, a key cached in Redis before the outage and deleted during it would be
+        found active there by any gateway whose memory does not hold it.
+        """
         since = lost_at - self.settings.redis_key_ttl
-        try:
-            rows = await self.pool.fetch(
-                "SELECT key_id FROM api_keys WHERE deleted_at >= to_timestamp($1)", since)
-            cache = self.store.redis
-            assert cache is not None
-            for row in rows:
-                await cache.invalidate(row["key_id"], deleted=True)
-        except (asyncpg.PostgresError, OSError, RedisError) as exc:
-            log.warning("could not re-tombstone keys deleted during the redis outage: %r", exc)
-        else:
-            log.info("redis is back; re-tombstoned %d key(s) deleted since %s",
-                     len(rows), time.strftime("%H:%M:%S", time.localtime(lost_at)))
+        cache = self.store.redis
+        assert cache is not None
+        for attempt in range(attempts):
+            try:
+                rows = await self.pool.fetch(
+                    "SELECT key_id FROM api_keys WHERE deleted_at >= to_timestamp($1)", since)
+                for row in rows:
+                    await cache.invalidate(row["key_id"], deleted=True)
+            except (asyncpg.PostgresError, OSError, RedisError) as exc:
+                # The pool's connections died with the outage; the next try gets new ones.
+                log.warning("re-tombstoning after the redis outage failed (try %d): %r",
+                            attempt + 1, exc)
+                await asyncio.sleep(0.2 * (attempt + 1))
+            else:
+                log.info("redis is back; re-tombstoned %d key(s) deleted since %s",
+                         len(rows), time.strftime("%H:%M:%S", time.localtime(lost_at)))
+                return
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a fire-and-forget task, keeping a reference so it is not collected."""

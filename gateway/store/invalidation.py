@@ -51,6 +51,8 @@ class InvalidationListener:
         self._retry_delay = retry_delay
         self._tasks: list[asyncio.Task[None]] = []
         self.received = 0
+        self._redis_last_ok: float | None = None  # when the subscription last answered
+        self._redis_lost_at: float | None = None  # since when messages may have been missed
         self.pg_connected = asyncio.Event()
         self.redis_connected = asyncio.Event()
 
@@ -94,18 +96,19 @@ class InvalidationListener:
 
     async def _listen_redis(self) -> None:
         assert self._redis is not None
-        lost_at: float | None = None
         while True:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(*self._handlers)
-                self._on_reset()
-                if lost_at is not None and self._on_redis_back is not None:
-                    await self._on_redis_back(lost_at)
-                lost_at = None
+                # redis-py reconnects and resubscribes by itself after a short outage: we
+                # must hear of that too, or the invalidations missed meanwhile go unnoticed.
+                assert pubsub.connection is not None
+                pubsub.connection.register_connect_callback(self._redis_reconnected)
+                await self._redis_back()
                 self.redis_connected.set()
                 while True:
-                    message = await pubsub.get_message(timeout=5.0)
+                    message = await pubsub.get_message(timeout=1.0)
+                    self._redis_last_ok = time.time()
                     if message is not None and message["type"] == "message":
                         channel, data = message["channel"], message["data"]
                         handler = self._handlers.get(
@@ -116,13 +119,24 @@ class InvalidationListener:
                 raise
             except Exception as exc:  # any failure: resubscribe after a pause
                 log.warning("redis invalidation channel lost: %r", exc)
-                if lost_at is None:
-                    lost_at = time.time()
+                self._redis_lost_at = self._redis_lost_at or self._redis_last_ok or time.time()
             finally:
                 self.redis_connected.clear()
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
             await asyncio.sleep(self._retry_delay)
+
+    async def _redis_reconnected(self, _connection: object) -> None:
+        log.warning("redis invalidation channel reconnected")
+        self._redis_lost_at = self._redis_lost_at or self._redis_last_ok or time.time()
+        await self._redis_back()
+
+    async def _redis_back(self) -> None:
+        """(Re)subscribed: forget what may be stale, and repair Redis after an outage."""
+        self._on_reset()
+        lost_at, self._redis_lost_at = self._redis_lost_at, None
+        if lost_at is not None and self._on_redis_back is not None:
+            await self._on_redis_back(lost_at)
 
     async def aclose(self) -> None:
         for task in self._tasks:

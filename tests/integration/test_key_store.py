@@ -220,3 +220,45 @@ async def test_store_unavailable_is_raised_not_swallowed(db: asyncpg.Pool) -> No
             await store.get("aaaaaaaaaaaaaaaa")
     finally:
         await pool.close()
+
+
+async def test_keys_deleted_while_redis_was_unreachable_are_retombstoned(
+    settings: Settings, sandbox: RunningApp, db: asyncpg.Pool, private_redis: PrivateRedis
+) -> None:
+    """Redis unreachable (not restarted: its data survives) while a key is deleted: when it
+    is reachable again, no gateway may find the key's old active record there."""
+    from tests.support.tcpproxy import CuttableProxy
+
+    proxy = CuttableProxy("127.0.0.1", private_redis.port)
+    await proxy.start()
+    live = settings.replace(upstream_url=sandbox.url,
+                            redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+    key = await issue_key(db, live)
+    first = await start_app(build_app(live))
+    try:
+        async with aiohttp.ClientSession() as http:
+            assert await status_of(http, first.url, key.token) == 200  # now cached in Redis
+            await proxy.cut()
+            async with db.acquire() as conn:
+                await delete_key(conn, key.key_id, actor="test", cache=None)
+            await wait_for_status(http, first.url, key.token, 401, timeout=2.0)
+            await proxy.restore()
+            # The first gateway's channel comes back and re-tombstones the key.
+            client = connect_redis(private_redis.url, 1.0)
+            try:
+                cache_key = f"{live.redis_prefix}key:{key.key_id}"
+                for _ in range(100):
+                    if await client.get(cache_key) == b"x":
+                        break
+                    await asyncio.sleep(0.05)
+                assert await client.get(cache_key) == b"x"
+            finally:
+                await client.aclose()
+            fresh = await start_app(build_app(live))  # an empty memory layer: asks Redis
+            try:
+                assert await status_of(http, fresh.url, key.token) == 401
+            finally:
+                await fresh.stop()
+    finally:
+        await first.stop()
+        await proxy.cut()
