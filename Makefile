@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint bench install browser-deps clean
+.PHONY: run test lint bench install test-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,10 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/gateway dev
 
-browser-deps:
-	@bash scripts/install-browser.sh
+test-deps:
+	@bash scripts/install-test-deps.sh
 
-test: $(TEST_STAMP) browser-deps
+test: $(TEST_STAMP) test-deps
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(TEST_STAMP)

@@ -243,7 +243,9 @@ def run_admin(settings: Settings, *, port: int, host: str,
               dev_mail_port: int | None = None) -> None:
     """Serve the admin UI until interrupted (`gateway admin`)."""
     app = build_admin_app(settings, dev_mail_port=dev_mail_port)
-    print(f"admin UI on http://{host}:{port} (public URL {settings.admin_url})", flush=True)
-    web.run_app(app, host=host, port=port, print=None,
+    ssl_context = settings.ssl_context
+    scheme = "https" if ssl_context is not None else "http"
+    print(f"admin UI on {scheme}://{host}:{port} (public URL {settings.admin_url})", flush=True)
+    web.run_app(app, host=host, port=port, print=None, ssl_context=ssl_context,
                 access_log=logging.getLogger("admin_ui.access") if settings.access_log
                 else None, access_log_class=RedactingAccessLogger)

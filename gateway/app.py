@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from gateway.accesslog import ACCESS_LOG_KEY, AccessLog
 from gateway.client_ip import client_ip
 from gateway.context import RequestContext
 from gateway.errors import (
@@ -28,7 +29,7 @@ from gateway.errors import (
     error_response,
 )
 from gateway.gateway import Gateway
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, sync_metrics_forever
 from gateway.paths import normalise_path
 from gateway.pipeline import run_pipeline
 from gateway.readiness import check_readiness
@@ -62,6 +63,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
     ctx: RequestContext | None = None
     response: web.StreamResponse
     code = ""
+    connections = gateway.connections
+    if connections is not None:
+        connections.request_started(request.transport)
     try:
         if _header_bytes(request) > gateway.settings.max_header_size:
             raise HeadersTooLarge
@@ -84,19 +88,21 @@ async def handle(request: web.Request) -> web.StreamResponse:
         log.exception("unhandled error in request %s", request_id)
         code = InternalError.code
         response = error_response(InternalError(), request_id)
-    _observe(ctx, request, response, code, started)
+    finally:
+        if connections is not None:
+            connections.request_finished(request.transport)
+    _observe(ctx, request, request_id, response, code, started)
     return response
 
 
-def _observe(ctx: RequestContext | None, request: web.Request, response: web.StreamResponse,
-             code: str, started: float) -> None:
-    """Metrics of one answered request."""
-    metrics = Metrics.get()
+def _observe(ctx: RequestContext | None, request: web.Request, request_id: str,
+             response: web.StreamResponse, code: str, started: float) -> None:
+    """Metrics, access-log line and (for denials worth a look) audit row of one request."""
+    seconds = time.perf_counter() - started
     route = ctx.route.pattern if ctx is not None and ctx.route is not None else "unmatched"
-    metrics.requests.labels(route, request.method, str(response.status), code).inc()
-    metrics.latency.labels(route).observe(time.perf_counter() - started)
-    if ctx is not None and ctx.upstream_time is not None:
-        metrics.upstream_latency.labels(route).observe(ctx.upstream_time)
+    Metrics.get().observe(route, request.method, response.status, code, seconds,
+                          ctx.upstream_time if ctx is not None else None)
+    request.app[ACCESS_LOG_KEY].record(ctx, request, request_id, response.status, code, seconds)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -122,6 +128,9 @@ def build_app(settings: Settings) -> web.Application:
     async def services(app: web.Application) -> AsyncIterator[None]:
         gateway = await Gateway.open(settings)
         app[GATEWAY_KEY] = gateway
+        access_log = app[ACCESS_LOG_KEY] = AccessLog(settings, gateway.pool)
+        access_log.start()
+        metrics_sync = asyncio.create_task(sync_metrics_forever(gateway), name="metrics-sync")
         watcher = asyncio.create_task(_watch_routes(gateway), name="routes-watch")
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -132,6 +141,10 @@ def build_app(settings: Settings) -> web.Application:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+        metrics_sync.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await metrics_sync
+        await access_log.aclose()
         await gateway.aclose()
 
     app.cleanup_ctx.append(services)

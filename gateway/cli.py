@@ -203,6 +203,22 @@ def cmd_keys_delete(args: argparse.Namespace, settings: Settings) -> int:
     return _run_db(settings, work)
 
 
+def cmd_support(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.support import gather, print_report
+
+    sources: list[str] = args.log or []
+
+    async def work(conn: asyncpg.Connection, _live: Settings) -> int:
+        try:
+            report = await gather(conn, args.request_id, sources)
+        except OSError as exc:
+            return _fail(str(exc))
+        print_report(report, sources, sys.stdout)
+        return 0 if report.is_found else 1
+
+    return _run_db(settings, work)
+
+
 # --- parser ------------------------------------------------------------------------------
 
 
@@ -265,6 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="include deleted keys")
     p = add("delete", cmd_keys_delete, "delete a key for good", keys)
     p.add_argument("key_id")
+
+    p = add("support", cmd_support, "ops: everything about one request id (access-log lines, "
+                                    "audit rows, the key it used); exit 1 when nothing is found")
+    p.add_argument("request_id", metavar="REQUEST_ID")
+    p.add_argument("--log", action="append", metavar="FILE",
+                   help="access log to search (repeat; '-' reads standard input)")
     return parser
 
 

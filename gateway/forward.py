@@ -167,6 +167,7 @@ async def forward(ctx: RequestContext) -> web.StreamResponse:
                 allow_redirects=False, timeout=timeout,
             )
     except (UpstreamUnavailable, UpstreamTimeout):
+        ctx.upstream_time = time.perf_counter() - started  # failures are timed too
         if body is not None and body.exceeded:
             raise PayloadTooLarge from None
         raise

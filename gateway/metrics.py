@@ -1,11 +1,23 @@
 """Prometheus metrics of the data plane, served on the status port.
 
-With several workers, `PROMETHEUS_MULTIPROC_DIR` makes prometheus-client aggregate them.
+Per request, `Metrics.observe()` tallies the answer and its times in plain Python lists
+(no locks); `Metrics.flush()` adds the tallies to the Prometheus instruments. The key store and the
+invalidation listener keep plain integer counters on the hot path;
+`Metrics.sync()` turns their growth into Prometheus counters, at each scrape of a
+single-process gateway and every second in each worker of a multi-worker one.
+
+With several workers, `enable_multiprocess()` makes every worker write its values to files
+in one folder, which the supervisor's status port adds up (prometheus-client's
+multiprocess mode).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+from bisect import bisect_left
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -14,12 +26,53 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    values,
 )
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "render_metrics"]
+if TYPE_CHECKING:
+    from gateway.gateway import Gateway
+
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "Metrics",
+    "enable_multiprocess",
+    "render_metrics",
+    "sync_metrics_forever",
+]
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             10.0, 30.0)
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_UPSTREAM_FAILURES = frozenset({502, 504})
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+_RequestLabels = tuple[str, str, int, str]
+
+
+class _Tally:
+    """One label set's requests since the last flush: a count and two local histograms.
+
+    prometheus-client takes a lock per increment (three per histogram observation); adding
+    up in plain lists and flushing once a second keeps that off the hot path.
+    """
+
+    __slots__ = ("count", "latency", "latency_sum", "upstream", "upstream_sum")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.latency = [0] * (len(_BUCKETS) + 1)  # the last one is +Inf
+        self.latency_sum = 0.0
+        self.upstream = [0] * (len(_BUCKETS) + 1)
+        self.upstream_sum = 0.0
+
+
+def _flush_histogram(child: Histogram, counts: list[int], total: float) -> None:
+    # prometheus-client keeps per-bucket (not cumulative) counts and a sum, and adds them
+    # up when collected: adding a batch is the same as observing its values one by one.
+    for index, count in enumerate(counts):
+        if count:
+            child._buckets[index].inc(count)
+    child._sum.inc(total)
 
 
 class Metrics:
@@ -29,20 +82,31 @@ class Metrics:
 
     def __init__(self) -> None:
         self.requests = Counter(
-            "keygate_requests", "Requests answered", ["route", "method", "status", "code"])
+            "keygate_requests", "Requests answered, by route pattern, method, status and "
+            "error code ('' for answers that are not the gateway's own errors)",
+            ["route", "method", "status", "code"])
         self.latency = Histogram(
-            "keygate_request_seconds", "Whole request time", ["route"], buckets=_BUCKETS)
-        self.upstream_latency = Histogram(
-            "keygate_upstream_seconds", "Time to the upstream's response headers", ["route"],
+            "keygate_request_seconds", "Whole request time, body streaming included", ["route"],
             buckets=_BUCKETS)
-        self.key_lookups = Counter(
-            "keygate_key_lookups", "Key lookups by the layer that answered", ["layer"])
+        self.upstream_latency = Histogram(
+            "keygate_upstream_seconds", "Time spent on the upstream, body streaming included",
+            ["route"], buckets=_BUCKETS)
+        self.key_cache = Counter(
+            "keygate_key_cache", "Key lookups per cache layer, hit or miss",
+            ["layer", "result"])
+        self.key_store = Counter(
+            "keygate_key_store_lookups", "Key lookups that reached PostgreSQL: answered, served "
+            "stale from memory while it was down, or refused (503)", ["result"])
         self.invalidations = Counter(
-            "keygate_invalidations", "Key invalidations received")
+            "keygate_invalidations", "Key invalidations received (Redis pub/sub or PostgreSQL "
+            "NOTIFY)")
         self.rate_limited = Counter(
             "keygate_rate_limited", "Requests refused by a rate limit", ["route"])
         self.upstream_errors = Counter(
-            "keygate_upstream_errors", "Upstream failures", ["route", "code"])
+            "keygate_upstream_errors", "Upstream failures (502 refused or reset, 504 timeout)",
+            ["route", "code"])
+        self._tallies: dict[_RequestLabels, _Tally] = {}
+        self._seen: dict[str, int] = {}
 
     @classmethod
     def get(cls) -> Metrics:
@@ -50,10 +114,100 @@ class Metrics:
             cls._instance = Metrics()
         return cls._instance
 
+    def observe(self, route: str, method: str, status: int, code: str, seconds: float,
+                upstream_seconds: float | None) -> None:
+        """Count one answered request (added to Prometheus at the next `sync()`)."""
+        if method not in _METHODS:
+            method = "OTHER"  # a client can send any token: keep the label set bounded
+        labels = (route, method, status, code)
+        tally = self._tallies.get(labels)
+        if tally is None:
+            tally = self._tallies[labels] = _Tally()
+        tally.count += 1
+        tally.latency[bisect_left(_BUCKETS, seconds)] += 1
+        tally.latency_sum += seconds
+        if upstream_seconds is not None:
+            tally.upstream[bisect_left(_BUCKETS, upstream_seconds)] += 1
+            tally.upstream_sum += upstream_seconds
+        if code:
+            if code == "RATELIMIT":
+                self.rate_limited.labels(route).inc()
+            elif status in _UPSTREAM_FAILURES:
+                self.upstream_errors.labels(route, code).inc()
+
+    def flush(self) -> None:
+        """Add the requests tallied since the last flush to the Prometheus instruments."""
+        tallies, self._tallies = self._tallies, {}
+        for (route, method, status, code), tally in tallies.items():
+            # Histograms first: once a scrape sees the count, it sees their times too.
+            _flush_histogram(self.latency.labels(route), tally.latency, tally.latency_sum)
+            if tally.upstream_sum or any(tally.upstream):
+                _flush_histogram(self.upstream_latency.labels(route), tally.upstream,
+                                 tally.upstream_sum)
+            self.requests.labels(route, method, str(status), code).inc(tally.count)
+
+    def sync(self, gateway: Gateway) -> None:
+        """Flush the request tallies; add what the gateway's own counters gained since."""
+        self.flush()
+        store = gateway.store
+        stats = store.stats
+        below_memory = (stats.redis_hits + stats.postgres_hits + stats.stale_served
+                        + stats.unavailable)
+        current = {
+            "memory.hit": store.memory.hits,
+            # `misses` counts the hot path's try and the slow path's second look; a lookup
+            # that went below memory ended in exactly one of the layers under it.
+            "memory.miss": below_memory,
+            "redis.hit": stats.redis_hits if store.redis is not None else 0,
+            "redis.miss": (below_memory - stats.redis_hits) if store.redis is not None else 0,
+            "postgres.answered": stats.postgres_hits,
+            "postgres.stale": stats.stale_served,
+            "postgres.unavailable": stats.unavailable,
+            "invalidations": gateway.listener.received,
+        }
+        for name, value in current.items():
+            gained = value - self._seen.get(name, 0)
+            if gained <= 0:
+                continue
+            self._seen[name] = value
+            layer, _, result = name.partition(".")
+            if layer == "invalidations":
+                self.invalidations.inc(gained)
+            elif layer == "postgres":
+                self.key_store.labels(result).inc(gained)
+            else:
+                self.key_cache.labels(layer, result).inc(gained)
+
+
+async def sync_metrics_forever(gateway: Gateway, interval: float = 1.0) -> None:
+    """Keep the Prometheus counters in step with the gateway's own (a worker's task)."""
+    metrics = Metrics.get()
+    try:
+        while True:
+            await asyncio.sleep(interval)
+            metrics.sync(gateway)
+    finally:
+        metrics.sync(gateway)  # the last requests of a worker that stops
+
+
+def enable_multiprocess(folder: str) -> None:
+    """Make metrics created from now on (in this process and its forks) write to `folder`.
+
+    Called by the supervisor before it forks: files left by an earlier run are removed, or
+    their counts would be added to this run's.
+    """
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    for leftover in path.glob("*.db"):
+        leftover.unlink(missing_ok=True)
+    os.environ[_MULTIPROC_ENV] = folder
+    # prometheus-client picks its value class when imported; pick again now the folder is set.
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+
 
 def render_metrics() -> bytes:
     """The exposition text, aggregated over workers when running several."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if os.environ.get(_MULTIPROC_ENV):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)

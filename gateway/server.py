@@ -19,7 +19,10 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.accesslog import configure_logging
 from gateway.app import GATEWAY_KEY, build_app
+from gateway.connections import ConnectionGuard
+from gateway.metrics import enable_multiprocess
 from gateway.settings import Settings
 from gateway.status import build_status_app
 
@@ -42,7 +45,7 @@ def handler_args(settings: Settings) -> dict[str, Any]:
     return {
         "max_line_size": max(8190, settings.max_header_size * 2),
         "max_field_size": max(8190, settings.max_header_size * 2),
-        "keepalive_timeout": 75.0,
+        "keepalive_timeout": settings.client_timeout,
     }
 
 
@@ -62,7 +65,12 @@ async def _run_until_signal(settings: Settings, sock: socket.socket,
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout,
                            access_log=None, **handler_args(settings))
     await runner.setup()
-    await web.SockSite(runner, sock).start()
+    # Our own listener instead of a SockSite: connections go through the guard first.
+    guard = ConnectionGuard(settings.max_connections, settings.client_timeout)
+    app[GATEWAY_KEY].connections = guard
+    assert runner.server is not None
+    listener = await asyncio.get_running_loop().create_server(
+        guard.factory(runner.server), sock=sock, backlog=4096, ssl=settings.ssl_context)
     status_runner: web.AppRunner | None = None
     if status is not None:
         status_runner = web.AppRunner(build_status_app(lambda: app[GATEWAY_KEY]),
@@ -75,6 +83,7 @@ async def _run_until_signal(settings: Settings, sock: socket.socket,
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("draining: no new connections, finishing requests in flight")
+    listener.close()  # stop accepting; requests in flight finish below
     if status_runner is not None:
         await status_runner.cleanup()
     await runner.cleanup()  # stops listening, waits up to shutdown_timeout, closes pools
@@ -91,9 +100,11 @@ def _worker(settings: Settings, sock: socket.socket) -> None:
 def serve(settings: Settings, *, port: int, status_port: int, workers: int = 1,
           host: str = "0.0.0.0") -> int:  # noqa: S104 (a server listens on all interfaces)
     """Run until SIGTERM/SIGINT; returns the exit status."""
+    configure_logging(settings)
     install_uvloop()
     sock = _bind(host, port)
-    print(f"gateway listening on http://{host}:{port} (status on :{status_port}, "
+    scheme = "https" if settings.ssl_context is not None else "http"  # a bad cert stops us here
+    print(f"gateway listening on {scheme}://{host}:{port} (status on :{status_port}, "
           f"{workers} worker{'s' if workers > 1 else ''})", flush=True)
     if workers <= 1:
         asyncio.run(_run_until_signal(settings, sock, (host, status_port)))
@@ -110,7 +121,8 @@ def _signal_all(procs: list[multiprocessing.process.BaseProcess], sig: int) -> N
 def _supervise(settings: Settings, sock: socket.socket, host: str, status_port: int,
                workers: int) -> int:
     # Workers write their metrics here; the status port aggregates them.
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="keygate-metrics-"))
+    enable_multiprocess(os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+                        or tempfile.mkdtemp(prefix="keygate-metrics-"))
     context = multiprocessing.get_context("fork")
     procs: list[multiprocessing.process.BaseProcess] = []
 

@@ -10,6 +10,7 @@ import dataclasses
 import ipaddress
 import os
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,9 @@ class Settings:
     rate_limits: bool = True
     redis_prefix: str = "keygate:"
     log_format: str = "text"
+    # TLS termination in the process itself (leave unset behind a TLS load balancer).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     access_log: bool = True
 
     # Key cache.
@@ -98,6 +102,18 @@ class Settings:
     login_fail_limit: int = 10
     login_fail_window: float = 900.0
     audit_retention: float = 365 * 86400.0
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The server TLS context when a certificate is configured."""
+        if self.tls_cert is None:
+            return None
+        from gateway.tls import TlsError, server_context
+
+        try:
+            return server_context(self.tls_cert, self.tls_key)
+        except TlsError as exc:
+            raise SettingsError([f"GATEWAY_TLS_CERT/GATEWAY_TLS_KEY: {exc}"]) from exc
 
     @property
     def is_embedded(self) -> bool:
@@ -184,6 +200,13 @@ def _parse_peppers(value: object) -> dict[int, str]:
     return {int(k): _parse_str(v) for k, v in value.items()}
 
 
+def _existing_file(value: object) -> Path:
+    path = Path(_parse_str(value))
+    if not path.is_file():
+        raise ValueError("no such file")
+    return path
+
+
 def _parse_log_format(value: object) -> str:
     text = str(value).strip().lower()
     if text not in {"text", "json"}:
@@ -204,6 +227,8 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "admin_url": _parse_url("http", "https"),
     "trusted_proxies": _parse_networks,
     "data_dir": lambda v: Path(_parse_str(v)),
+    "tls_cert": lambda v: _existing_file(v),
+    "tls_key": lambda v: _existing_file(v),
     "rate_limits": _parse_bool,
     "redis_prefix": _parse_str,
     "log_format": _parse_log_format,
@@ -237,6 +262,9 @@ ENV_VARS: dict[str, str] = {
     "GATEWAY_REDIS_PREFIX": "redis_prefix",
     "GATEWAY_LOG_FORMAT": "log_format",
     "GATEWAY_UPSTREAM_SECRET": "upstream_secret",
+    "GATEWAY_ACCESS_LOG": "access_log",
+    "GATEWAY_TLS_CERT": "tls_cert",
+    "GATEWAY_TLS_KEY": "tls_key",
 }
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import asyncpg
 from aiohttp import web
 
-from gateway.metrics import CONTENT_TYPE_LATEST, render_metrics
+from gateway.metrics import CONTENT_TYPE_LATEST, Metrics, render_metrics
 from gateway.readiness import check_readiness, tcp_reachable
 from gateway.settings import Settings
 
@@ -30,6 +30,17 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def _synced_metrics(get_gateway: Callable[[], Gateway]
+                    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """`/metrics` of a single process: its gateway's counters are brought up to date first."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        Metrics.get().sync(get_gateway())
+        return await _metrics(request)
+
+    return metrics
+
+
 def build_status_app(get_gateway: Callable[[], Gateway]) -> web.Application:
     """Status of a single-process gateway."""
 
@@ -45,7 +56,7 @@ def build_status_app(get_gateway: Callable[[], Gateway]) -> web.Application:
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/metrics", _synced_metrics(get_gateway))
     return app
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
+from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -13,6 +15,7 @@ import pytest
 from gateway.settings import Settings
 from tests.support.processes import GatewayProcess
 from tests.support.servers import issue_key
+from tests.support.tls import self_signed
 
 pytestmark = pytest.mark.integration
 
@@ -65,3 +68,37 @@ async def test_not_ready_without_upstream(gateway_settings: Settings) -> None:
                 assert resp.status == 503 and body["checks"]["upstream"] is False
     finally:
         process.stop()
+
+
+async def test_tls_termination_in_the_gateway(gateway_settings: Settings, db: asyncpg.Pool,
+                                              tmp_path: Path) -> None:
+    cert, key_file = self_signed(tmp_path)
+    key = await issue_key(db, gateway_settings)
+    process = GatewayProcess(gateway_settings, scheme="https", extra_env={
+        "GATEWAY_TLS_CERT": str(cert), "GATEWAY_TLS_KEY": str(key_file)})
+    trusted = ssl.create_default_context(cafile=str(cert))
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(process.url + "/public/v1/account/balances", ssl=trusted,
+                                headers={"Authorization": f"Bearer {key.token}"}) as resp:
+                assert resp.status == 200
+            with pytest.raises(aiohttp.ClientError):  # plain HTTP gets nowhere
+                async with http.get(f"http://127.0.0.1:{process.port}/healthz") as resp:
+                    await resp.read()
+    finally:
+        process.stop()
+
+
+def test_bad_certificate_stops_startup_clearly(gateway_settings: Settings,
+                                               tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.support.processes import environment_for
+
+    (tmp_path / "cert.pem").write_text("not a certificate")
+    env = environment_for(gateway_settings) | {"GATEWAY_TLS_CERT": str(tmp_path / "cert.pem")}
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "serve"], env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert "not a usable PEM certificate" in result.stderr
