@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 
@@ -13,6 +14,7 @@ IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _UNKNOWN = ipaddress.IPv4Address("0.0.0.0")  # noqa: S104 (a peer we could not read)
 
 
+@functools.lru_cache(maxsize=4096)  # peers repeat: keep-alive clients, proxies
 def parse_ip(text: str) -> IpAddress | None:
     """An address with IPv4-mapped IPv6 folded to IPv4 (a dual-stack socket's view of IPv4)."""
     try:

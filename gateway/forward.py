@@ -61,8 +61,15 @@ def create_upstream_session(connections: int, connect_timeout: float) -> aiohttp
     )
 
 
-def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
-    return {t.strip().lower() for v in headers.getall("Connection", ()) for t in v.split(",")}
+_DROPPED_UPSTREAM = HOP_BY_HOP | _STRIPPED
+
+
+def _dropped(headers: CIMultiDictProxy[str], base: frozenset[str]) -> frozenset[str]:
+    """`base` plus the headers the Connection header names as hop-by-hop (RFC 9110 7.6.1)."""
+    named = headers.getall("Connection", ())
+    if not named:
+        return base
+    return base | {t.strip().lower() for v in named for t in v.split(",")}
 
 
 def build_upstream_headers(ctx: RequestContext) -> CIMultiDict[str]:
@@ -70,7 +77,7 @@ def build_upstream_headers(ctx: RequestContext) -> CIMultiDict[str]:
     request = ctx.request
     gateway = ctx.gateway
     incoming = request.headers
-    dropped = HOP_BY_HOP | _STRIPPED | _connection_tokens(incoming)
+    dropped = _dropped(incoming, _DROPPED_UPSTREAM)
     headers: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
         lower = name.lower()
@@ -100,7 +107,7 @@ def build_upstream_headers(ctx: RequestContext) -> CIMultiDict[str]:
 
 def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
     """The upstream's headers minus hop-by-hop ones (the server frames the body itself)."""
-    dropped = HOP_BY_HOP | _connection_tokens(upstream.headers)
+    dropped = _dropped(upstream.headers, HOP_BY_HOP)
     return CIMultiDict(
         (name, value) for name, value in upstream.headers.items() if name.lower() not in dropped
     )

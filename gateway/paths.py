@@ -6,6 +6,7 @@ disagree about which endpoint a request is for.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from gateway.errors import IllegalChars
@@ -19,6 +20,7 @@ _ENCODED_DANGEROUS = re.compile(r"%(?:2[fFeE5]|5[cC]|00)")
 _ALLOWED = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,=:@/]|%[0-9A-Fa-f]{2})*")
 
 
+@functools.lru_cache(maxsize=4096)  # the same few endpoints are called over and over
 def normalise_path(raw_path: str) -> str:
     """The normalised path of a raw request path (no query); raise `IllegalChars`."""
     if not raw_path.startswith("/"):
