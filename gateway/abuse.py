@@ -53,6 +53,10 @@ class AuthFailureGuard:
     def channel(self) -> str:
         return f"{self._prefix}blocks"
 
+    @property
+    def has_blocks(self) -> bool:
+        return bool(self._blocked)
+
     def blocked_for(self, ip: str) -> float:
         """Seconds left on the block of `ip` (0 when not blocked)."""
         until = self._blocked.get(ip)
@@ -121,6 +125,9 @@ class AuthFailureGuard:
 
 def check_client_blocked(ctx: RequestContext) -> None:
     """Reads `ctx.client_ip`. Raises `ClientIpBlocked` while the IP is blocked. No I/O."""
-    left = ctx.gateway.guard.blocked_for(str(ctx.client_ip))
+    guard = ctx.gateway.guard
+    if not guard.has_blocks:  # the usual case: skip formatting the address
+        return
+    left = guard.blocked_for(str(ctx.client_ip))
     if left:
         raise ClientIpBlocked(int(left) + 1)

@@ -36,14 +36,25 @@ class ConnectionGuard:
         guarded = self.by_transport.get(transport) if transport is not None else None
         if guarded is not None:
             guarded.busy += 1
-            guarded.disarm()
 
     def request_finished(self, transport: asyncio.BaseTransport | None) -> None:
         guarded = self.by_transport.get(transport) if transport is not None else None
         if guarded is not None:
             guarded.busy -= 1
             if not guarded.busy:
-                guarded.arm()
+                guarded.deadline = asyncio.get_running_loop().time() + self.request_timeout
+
+    def sweep(self) -> None:
+        """Close connections idle past their deadline (called about once a second)."""
+        now = asyncio.get_running_loop().time()
+        for guarded in list(self.by_transport.values()):
+            if not guarded.busy and guarded.deadline <= now:
+                guarded.expire()
+
+    async def sweep_forever(self, interval: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.sweep()
 
 
 class GuardedProtocol(asyncio.Protocol):
@@ -53,8 +64,10 @@ class GuardedProtocol(asyncio.Protocol):
         self._guard = guard
         self._inner = inner
         self._transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self.busy = 0
+        self.deadline = 0.0
+        # The hot callbacks go straight to aiohttp's protocol (the loop looks them up once).
+        self.data_received = inner.data_received  # type: ignore[method-assign]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
@@ -65,20 +78,9 @@ class GuardedProtocol(asyncio.Protocol):
             return
         self._guard.by_transport[transport] = self
         self._inner.connection_made(transport)
-        self.arm()
+        self.deadline = asyncio.get_running_loop().time() + self._guard.request_timeout
 
-    def arm(self) -> None:
-        self.disarm()
-        self._timer = asyncio.get_running_loop().call_later(
-            self._guard.request_timeout, self._expire)
-
-    def disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _expire(self) -> None:
-        self._timer = None
+    def expire(self) -> None:
         if not self.busy and self._transport is not None:
             self._guard.timed_out += 1
             self._transport.close()
@@ -96,7 +98,6 @@ class GuardedProtocol(asyncio.Protocol):
         self._inner.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.disarm()
         if self._transport is not None and self._guard.by_transport.pop(
                 self._transport, None) is not None:
             self._inner.connection_lost(exc)

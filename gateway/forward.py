@@ -72,6 +72,18 @@ def _dropped(headers: CIMultiDictProxy[str], base: frozenset[str]) -> frozenset[
     return base | {t.strip().lower() for v in named for t in v.split(",")}
 
 
+_TIMEOUTS: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
+
+
+def _timeout(connect: float, read: float) -> aiohttp.ClientTimeout:
+    """One (immutable) ClientTimeout per distinct pair, not one per request."""
+    timeout = _TIMEOUTS.get((connect, read))
+    if timeout is None:
+        timeout = _TIMEOUTS[(connect, read)] = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect, sock_read=read)
+    return timeout
+
+
 def build_upstream_headers(ctx: RequestContext) -> CIMultiDict[str]:
     """The client's headers minus hop-by-hop, key and `X-Gateway-*`, plus ours."""
     request = ctx.request
@@ -161,10 +173,8 @@ async def forward(ctx: RequestContext) -> web.StreamResponse:
     url = URL(f"{route.upstream}{ctx.path}?{query}" if query else f"{route.upstream}{ctx.path}",
               encoded=True)
     body = _LimitedBody(request, settings.max_body_size) if request.body_exists else None
-    timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=settings.upstream_connect_timeout,
-        sock_read=route.timeout or settings.upstream_timeout,
-    )
+    timeout = _timeout(settings.upstream_connect_timeout,
+                       route.timeout or settings.upstream_timeout)
     started = time.perf_counter()
     try:
         with map_upstream_errors():
@@ -183,17 +193,20 @@ async def forward(ctx: RequestContext) -> web.StreamResponse:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
                                       headers=response_headers(upstream))
         _decorate(ctx, response)
-        await response.prepare(request)
         try:
+            await response.prepare(request)
             async for chunk in upstream.content.iter_chunked(_CHUNK):
                 await response.write(chunk)
+            await response.write_eof()
+        except ConnectionResetError:
+            # The client hung up (before or while we answered): nothing is wrong here.
+            log.debug("client of request %s went away mid-answer", ctx.request_id)
+            return response
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             # Headers are gone already: all we can do is cut the client off mid-body.
             log.warning("upstream failed mid-body for request %s: %r", ctx.request_id, exc)
             if request.transport is not None:
                 request.transport.abort()
-            return response
-        await response.write_eof()
         return response
     finally:
         ctx.upstream_time = time.perf_counter() - started

@@ -52,8 +52,13 @@ def _b32(data: bytes) -> str:
     return base64.b32encode(data).decode("ascii").rstrip("=").lower()
 
 
+_B32 = "abcdefghijklmnopqrstuvwxyz234567"
+
+
 def _checksum(body: str) -> str:
-    return _b32(zlib.crc32(body.encode("ascii")).to_bytes(4, "big"))
+    """`_b32` of the CRC-32, by bit shifts: base64's b32encode is pure Python (3.11)."""
+    n = zlib.crc32(body.encode("ascii")) << 3  # 32 bits padded to 35: seven 5-bit digits
+    return "".join(_B32[(n >> shift) & 31] for shift in (30, 25, 20, 15, 10, 5, 0))
 
 
 def generate_key_id() -> str:

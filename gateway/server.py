@@ -12,6 +12,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import tempfile
@@ -71,6 +72,7 @@ async def _run_until_signal(settings: Settings, sock: socket.socket,
     assert runner.server is not None
     listener = await asyncio.get_running_loop().create_server(
         guard.factory(runner.server), sock=sock, backlog=4096, ssl=settings.ssl_context)
+    sweeper = asyncio.create_task(guard.sweep_forever())
     status_runner: web.AppRunner | None = None
     if status is not None:
         status_runner = web.AppRunner(build_status_app(lambda: app[GATEWAY_KEY]),
@@ -84,6 +86,7 @@ async def _run_until_signal(settings: Settings, sock: socket.socket,
     await stop.wait()
     log.info("draining: no new connections, finishing requests in flight")
     listener.close()  # stop accepting; requests in flight finish below
+    sweeper.cancel()
     if status_runner is not None:
         await status_runner.cleanup()
     await runner.cleanup()  # stops listening, waits up to shutdown_timeout, closes pools
@@ -121,8 +124,18 @@ def _signal_all(procs: list[multiprocessing.process.BaseProcess], sig: int) -> N
 def _supervise(settings: Settings, sock: socket.socket, host: str, status_port: int,
                workers: int) -> int:
     # Workers write their metrics here; the status port aggregates them.
-    enable_multiprocess(os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-                        or tempfile.mkdtemp(prefix="keygate-metrics-"))
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    metrics_dir = given or tempfile.mkdtemp(prefix="keygate-metrics-")
+    enable_multiprocess(metrics_dir)
+    try:
+        return _run_workers(settings, sock, host, status_port, workers)
+    finally:
+        if not given:  # ours: nothing reads it once the workers are gone
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _run_workers(settings: Settings, sock: socket.socket, host: str, status_port: int,
+                 workers: int) -> int:
     context = multiprocessing.get_context("fork")
     procs: list[multiprocessing.process.BaseProcess] = []
 

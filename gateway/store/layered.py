@@ -7,6 +7,7 @@ in-process answer is served for a bounded time, otherwise `StoreUnavailable` (fa
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ import asyncpg
 
 from gateway.errors import StoreUnavailable
 from gateway.store.base import KeyRecord
-from gateway.store.memory import MISS, MemoryCache
+from gateway.store.memory import MISS, MemoryCache, Ticket
 from gateway.store.postgres import PostgresKeyStore
 from gateway.store.redis import RedisKeyCache, RedisUnavailable
 
@@ -45,6 +46,8 @@ class LayeredKeyStore:
         self.redis = redis
         self.postgres = postgres
         self.stats = LayerStats()
+        # Lookups in flight by key id: concurrent misses of one key share one lookup.
+        self._inflight: dict[str, tuple[Ticket, asyncio.Future[KeyRecord | None]]] = {}
 
     def cached(self, key_id: str) -> KeyRecord | object | None:
         """The in-process answer without awaiting, or `MISS`. The hot path's first try."""
@@ -54,7 +57,26 @@ class LayeredKeyStore:
         hit = self.memory.get(key_id)
         if hit is not MISS:
             return hit  # type: ignore[return-value]
+        flight = self._inflight.get(key_id)
+        # Join a lookup in flight only if the key was not invalidated since it started:
+        # its answer may predate a deletion this request must see.
+        if flight is not None and self.memory.is_current(flight[0]):
+            return await asyncio.shield(flight[1])
         ticket = self.memory.ticket(key_id)
+        future: asyncio.Future[KeyRecord | None] = asyncio.ensure_future(
+            self._lookup(key_id, ticket))
+        self._inflight[key_id] = (ticket, future)
+        future.add_done_callback(functools.partial(self._landed, key_id))
+        return await asyncio.shield(future)
+
+    def _landed(self, key_id: str, future: asyncio.Future[KeyRecord | None]) -> None:
+        flight = self._inflight.get(key_id)
+        if flight is not None and flight[1] is future:
+            del self._inflight[key_id]
+        if not future.cancelled():
+            future.exception()  # retrieved: no "never retrieved" warning when nobody waits
+
+    async def _lookup(self, key_id: str, ticket: Ticket) -> KeyRecord | None:
         try:
             record = await self._load(key_id)
         except StoreUnavailable:

@@ -73,12 +73,14 @@ class MemoryCache:
     def ticket(self, key_id: str) -> Ticket:
         return Ticket(key_id, self._generation)
 
+    def is_current(self, ticket: Ticket) -> bool:
+        """False once the key was invalidated (or everything cleared) after `ticket`."""
+        return not (ticket.generation < self._floor
+                    or self._invalidated.get(ticket.key_id, -1) >= ticket.generation)
+
     def fill(self, ticket: Ticket, record: KeyRecord | None) -> bool:
         """Cache a loaded answer unless the key was invalidated since `ticket` was taken."""
-        if (
-            ticket.generation < self._floor
-            or self._invalidated.get(ticket.key_id, -1) >= ticket.generation
-        ):
+        if not self.is_current(ticket):
             return False
         now = time.monotonic()
         ttl = self._ttl if record is not None else self._negative_ttl

@@ -116,9 +116,12 @@ async def test_every_instance_answers_through_haproxy(cluster: Cluster) -> None:
             status, _ = await _get(http, cluster.proxy.url + "/public/v1/time",
                                    Connection="close")
             assert status == 200
-    for gw in cluster.gateways:
-        if '"route":"/public/v1/time"' in gw.output():
-            seen.add(gw.url)
+    for _ in range(40):  # access lines are flushed in batches, every half second
+        seen = {gw.url for gw in cluster.gateways
+                if '"route":"/public/v1/time"' in gw.output()}
+        if len(seen) == 3:
+            break
+        await asyncio.sleep(0.1)
     assert len(seen) == 3, "haproxy should spread requests over all three gateways"
 
 
@@ -228,9 +231,12 @@ async def test_client_ip_through_haproxy_is_the_real_one(cluster: Cluster,
         assert isinstance(headers, dict)
         assert headers["x-forwarded-for"] == CLIENT
         assert headers["x-forwarded-proto"] == "http"
-    await asyncio.sleep(0.6)  # access-log lines are flushed twice a second
-    lines = [line for gw in cluster.gateways for line in gw.output().splitlines()
-             if '"request_id":"scaleout-ip-1"' in line]
+    for _ in range(40):  # access-log lines are flushed twice a second
+        lines = [line for gw in cluster.gateways for line in gw.output().splitlines()
+                 if '"request_id":"scaleout-ip-1"' in line]
+        if lines:
+            break
+        await asyncio.sleep(0.1)
     assert len(lines) == 1 and f'"client_ip":"{CLIENT}"' in lines[0]
 
 

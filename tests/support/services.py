@@ -17,6 +17,7 @@ import tempfile
 import time
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -73,9 +74,9 @@ async def _admin(url: str, sql: str) -> None:
         await conn.close()
 
 
-def create_database(server_url: str) -> str:
+def create_database(server_url: str, prefix: str = "keygate_test") -> str:
     """A new empty database on the server; returns its URL."""
-    name = f"keygate_test_{os.getpid()}_{secrets.token_hex(4)}"
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
     asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
     return with_database(server_url, name)
 
@@ -120,7 +121,8 @@ class PrivateRedis:
 def embedded_postgres(folder: Path) -> tuple[str, object]:
     import pgserver
 
-    server = pgserver.get_server(str(folder), cleanup_mode="delete")
+    get_server: Any = pgserver.get_server  # type: ignore[attr-defined,unused-ignore]
+    server = get_server(str(folder), cleanup_mode="delete")
     return server.get_uri(), server
 
 
