@@ -98,8 +98,13 @@ async def _run_until_signal(settings: Settings, sock: socket.socket,
 
 
 def _worker(settings: Settings, sock: socket.socket) -> None:
-    # Forked from the supervisor's running loop (on restart): forget it in the child.
+    # Forked from the supervisor's running loop (on restart): forget it in the child, and its
+    # signal handling too. Inherited, a SIGTERM to this worker would be written to the
+    # supervisor's wake-up socket and lost, and the worker would outlive the supervisor.
     asyncio.events._set_running_loop(None)
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the app installs its reload handler
     install_uvloop()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     asyncio.run(_run_until_signal(settings, sock, None))
@@ -108,6 +113,7 @@ def _worker(settings: Settings, sock: socket.socket) -> None:
 def serve(settings: Settings, *, port: int, status_port: int, workers: int = 1,
           host: str = "0.0.0.0") -> int:  # noqa: S104 (a server listens on all interfaces)
     """Run until SIGTERM/SIGINT; returns the exit status."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload before we can reload is no exit
     configure_logging(settings)
     install_uvloop()
     sock = _bind(host, port)

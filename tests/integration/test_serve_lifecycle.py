@@ -102,3 +102,30 @@ def test_bad_certificate_stops_startup_clearly(gateway_settings: Settings,
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert "not a usable PEM certificate" in result.stderr
+
+
+async def test_restarted_worker_stops_with_the_supervisor(gateway_settings: Settings) -> None:
+    """A worker forked by the running supervisor (a restart) must not inherit its signal
+    handling: that one once swallowed SIGTERM and outlived everything."""
+    import psutil
+
+    process = GatewayProcess(gateway_settings, workers=2)
+    try:
+        supervisor = psutil.Process(process.process.pid)
+        first = supervisor.children()
+        assert len(first) == 2
+        first[0].kill()
+        for _ in range(100):  # the supervisor notices within a second and forks a new one
+            workers = [c for c in supervisor.children() if c.is_running()
+                       and c.status() != psutil.STATUS_ZOMBIE]
+            if len(workers) == 2 and first[0] not in workers:
+                break
+            await asyncio.sleep(0.05)
+        replacement = next(w for w in workers if w.pid != first[1].pid)
+        # Stop while the replacement is still starting, before it has handlers of its own.
+        process.process.terminate()
+        await asyncio.to_thread(process.process.wait, 20)
+        gone, alive = psutil.wait_procs([replacement, first[1]], timeout=10)
+        assert not alive, f"workers outlived the supervisor: {[p.pid for p in alive]}"
+    finally:
+        process.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import ssl
@@ -53,6 +54,7 @@ class GatewayProcess:
              "--port", str(self.port), "--status-port", str(self.status_port),
              "--workers", str(workers)],
             env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its workers form a group we can always kill
         )
         self._wait_ready()
 
@@ -94,4 +96,6 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # no worker may outlive a test
         return self.output()
