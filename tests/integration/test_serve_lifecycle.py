@@ -125,7 +125,7 @@ async def test_restarted_worker_stops_with_the_supervisor(gateway_settings: Sett
         # Stop while the replacement is still starting, before it has handlers of its own.
         process.process.terminate()
         await asyncio.to_thread(process.process.wait, 20)
-        gone, alive = psutil.wait_procs([replacement, first[1]], timeout=10)
+        _gone, alive = psutil.wait_procs([replacement, first[1]], timeout=10)
         assert not alive, f"workers outlived the supervisor: {[p.pid for p in alive]}"
     finally:
         process.stop()
