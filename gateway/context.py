@@ -31,7 +31,6 @@ class RequestContext:
         "route",
         "started",
         "token",
-        "upstream_status",
         "upstream_time",
     )
 
@@ -55,5 +54,4 @@ class RequestContext:
         self.key: KeyRecord | None = None
         self.rate_limit: int | None = None
         self.rate_remaining: int | None = None
-        self.upstream_status: int | None = None
         self.upstream_time: float | None = None

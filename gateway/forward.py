@@ -189,7 +189,6 @@ async def forward(ctx: RequestContext) -> web.StreamResponse:
             raise PayloadTooLarge from None
         raise
     try:
-        ctx.upstream_status = upstream.status
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
                                       headers=response_headers(upstream))
         _decorate(ctx, response)

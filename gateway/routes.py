@@ -42,10 +42,6 @@ class Route:
     rate_limit: RateLimit
     line: int = 0
 
-    @property
-    def name(self) -> str:
-        return self.pattern
-
 
 @dataclass(frozen=True, slots=True)
 class _Compiled:
