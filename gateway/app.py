@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
@@ -32,8 +31,8 @@ from gateway.gateway import Gateway
 from gateway.metrics import Metrics, sync_metrics_forever
 from gateway.paths import normalise_path
 from gateway.pipeline import run_pipeline
-from gateway.readiness import check_readiness
 from gateway.settings import Settings
+from gateway.status import health_response, readiness_response
 
 __all__ = ["GATEWAY_KEY", "build_app", "handle"]
 
@@ -106,19 +105,17 @@ def _observe(ctx: RequestContext | None, request: web.Request, request_id: str,
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Alive: the process answers."""
-    return web.json_response({"status": "ok"})
+    """`/healthz` on the gateway port too; like every answer here, with a request id."""
+    response = health_response()
+    response.headers["X-Request-Id"] = request_id_of(request)
+    return response
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready: the key store and the upstream answer."""
-    gateway = request.app[GATEWAY_KEY]
-    checks = await check_readiness(gateway)
-    ready = checks["postgres"] and checks["upstream"]
-    return web.Response(
-        status=200 if ready else 503, content_type="application/json",
-        text=json.dumps({"status": "ready" if ready else "unavailable", "checks": checks}),
-    )
+    """`/readyz` on the gateway port too."""
+    response = await readiness_response(request.app[GATEWAY_KEY])
+    response.headers["X-Request-Id"] = request_id_of(request)
+    return response
 
 
 def build_app(settings: Settings) -> web.Application:

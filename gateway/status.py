@@ -18,7 +18,8 @@ from gateway.settings import Settings
 if TYPE_CHECKING:
     from gateway.gateway import Gateway
 
-__all__ = ["build_status_app", "build_supervisor_status_app"]
+__all__ = ["build_status_app", "build_supervisor_status_app", "health_response",
+           "readiness_response"]
 
 
 def _json(status: int, body: dict[str, object]) -> web.Response:
@@ -41,17 +42,28 @@ def _synced_metrics(get_gateway: Callable[[], Gateway]
     return metrics
 
 
+def health_response() -> web.Response:
+    """Alive: the process answers."""
+    return _json(200, {"status": "ok"})
+
+
+async def readiness_response(gateway: Gateway) -> web.Response:
+    """Ready: keys can be checked (PostgreSQL) and the upstream answers. Redis is optional:
+    the gateway degrades without it."""
+    checks = await check_readiness(gateway)
+    ready = checks["postgres"] and checks["upstream"]
+    return _json(200 if ready else 503,
+                 {"status": "ready" if ready else "unavailable", "checks": checks})
+
+
 def build_status_app(get_gateway: Callable[[], Gateway]) -> web.Application:
     """Status of a single-process gateway."""
 
     async def healthz(request: web.Request) -> web.Response:
-        return _json(200, {"status": "ok"})
+        return health_response()
 
     async def readyz(request: web.Request) -> web.Response:
-        checks = await check_readiness(get_gateway())
-        ready = checks["postgres"] and checks["upstream"]
-        return _json(200 if ready else 503,
-                     {"status": "ready" if ready else "unavailable", "checks": checks})
+        return await readiness_response(get_gateway())
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)

@@ -45,6 +45,9 @@ async def test_health_and_readiness(gateway_settings: Settings) -> None:
     process = GatewayProcess(gateway_settings)
     try:
         async with aiohttp.ClientSession() as http:
+            async with http.get(process.url + "/healthz",
+                                headers={"X-Request-Id": "probe-1"}) as resp:
+                assert resp.headers["X-Request-Id"] == "probe-1"  # every answer carries one
             for base in (process.url, f"http://127.0.0.1:{process.status_port}"):
                 async with http.get(base + "/healthz") as resp:
                     assert resp.status == 200
