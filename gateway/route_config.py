@@ -45,12 +45,17 @@ class _Invalid(Exception):
 class _Loader:
     def __init__(self, name: str) -> None:
         self.name = name
-        self.problems: list[str] = []
+        self._found: list[tuple[int, str]] = []
 
     def problem(self, node: Node, where: str, message: str) -> None:
         line = node.start_mark.line + 1
-        self.problems.append(f"{self.name}:{line}: {where}: {message}" if where
-                             else f"{self.name}:{line}: {message}")
+        self._found.append((line, f"{self.name}:{line}: {where}: {message}" if where
+                            else f"{self.name}:{line}: {message}"))
+
+    @property
+    def problems(self) -> list[str]:
+        """Every problem, in file order (as an editor would walk them)."""
+        return [text for _, text in sorted(self._found, key=lambda found: found[0])]
 
     def attempt(self, fn: Callable[..., T], *args: object) -> T | None:
         """`fn(*args)`, or None after recording the problem it raised."""

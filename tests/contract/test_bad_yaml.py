@@ -90,12 +90,13 @@ EXPECTED: dict[str, list[str]] = {
         "{file}:13: routes[1].timeout: must be more than zero",
     ],
     "missing_sections.yaml": [
+        # In file order; problems on one line keep the order they were found in.
         "{file}:1: missing section 'permissions'",
-        "{file}:2: upstreams.default: 'ftp://127.0.0.1' is not an origin such as "
-        "https://api.example.com",
         "{file}:1: upstreams: an upstream named 'default' is required "
         "(or set GATEWAY_UPSTREAM_URL)",
         "{file}:1: missing section 'routes'",
+        "{file}:2: upstreams.default: 'ftp://127.0.0.1' is not an origin such as "
+        "https://api.example.com",
     ],
 }
 
