@@ -39,6 +39,9 @@ def throughput_rows(results: Sequence[CaseResult]) -> list[dict[str, Any]]:
         direct = by_key.get((result.workers, "direct"))
         row = result.as_dict()
         row["vs_bare"] = _ratio(result, bare)
+        if result.case == "gateway":  # what the access log costs: same gateway without it
+            row["vs_access_log_off"] = _ratio(result, by_key.get((result.workers,
+                                                                   "gateway_quiet")))
         row["vs_direct"] = _ratio(result, direct)
         added = None
         if direct and direct.fixed_rate and result.fixed_rate:
@@ -68,6 +71,9 @@ def check_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
                   row["redis_round_trips_per_request"], 0.01)
             check(f"added p99 at half peak <= 2 ms ({workers} worker(s))",
                   row["added_p99_ms_vs_direct"], 2.0)
+            quiet = row.get("vs_access_log_off")
+            check(f"access log costs <= 5% of req/s ({workers} worker(s))",
+                  None if quiet is None else 1 - quiet, 0.05)
         if row["case"] == "gateway_limits":
             check(f"rate limits on: Redis round trips per request <= 1 ({workers} worker(s))",
                   row["redis_round_trips_per_request"], 1.01)

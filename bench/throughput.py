@@ -33,6 +33,7 @@ CASES: dict[str, str] = {
     "direct": "direct to upstream",
     "bare": "bare aiohttp proxy",
     "gateway": "gateway, warm cache",
+    "gateway_quiet": "gateway, access log off",
     "gateway_cold": "gateway, cold cache",
     "gateway_limits": "gateway, rate limits on",
     "nginx": "nginx proxy_pass",
@@ -104,6 +105,8 @@ def _start_servers(workers: int, workdir: Path, upstream: Nginx, database_url: s
         servers["bare"] = BareProxyProcess(f"bare-proxy-w{workers}", workdir, upstream.url,
                                            workers)
         servers["gateway"] = gateway(f"gateway-w{workers}")
+        servers["gateway_quiet"] = gateway(f"gateway-quiet-w{workers}",
+                                           config="gateway-quiet.yaml")
         servers["gateway_cold"] = gateway(f"gateway-cold-w{workers}",
                                           config="gateway-cold.yaml")
         servers["gateway_limits"] = gateway(f"gateway-limits-w{workers}", rate_limits=True)
