@@ -169,8 +169,7 @@ async def _stores_context(app: web.Application) -> AsyncIterator[None]:
     client = connect_redis(settings.redis_url or "", settings.store_timeout)
     app[POOL_KEY] = pool
     app[REDIS_KEY] = client
-    app[CACHE_KEY] = RedisKeyCache(client, settings.redis_prefix, settings.redis_key_ttl,
-                                   settings.negative_cache_ttl, settings.tombstone_ttl)
+    app[CACHE_KEY] = RedisKeyCache.from_settings(client, settings)
     app[THROTTLE_KEY] = Throttle(client, settings.redis_prefix, settings.login_fail_limit,
                                  settings.login_fail_window)
     purger = asyncio.create_task(_purge_sessions(pool))

@@ -6,7 +6,6 @@ what is wrong and what to do.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 
 from gateway.accounts import MAX_PASSWORD, MIN_PASSWORD, AccountError, normalise_email
 from gateway.allowlist import MAX_ALLOWED_IPS, AllowlistError, parse_allowlist, split_ips
+from gateway.client_ip import IpAddress
 
 __all__ = [
     "MAX_KEY_NAME",
@@ -34,7 +34,6 @@ MAX_KEY_NAME = 64
 Fields = Mapping[str, Sequence[str]]
 FormErrors = dict[str, str]
 
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _TOTP = re.compile(r"\d{6}")
 _RECOVERY = re.compile(r"[a-z2-7]{10}")
 

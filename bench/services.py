@@ -17,10 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from gateway.embedded import EmbeddedRedis
-from gateway.migrate import apply_migrations
+from gateway.runtime import migrate_database
 from tests.support.services import (
     PrivateRedis,
     create_database,
@@ -78,13 +76,5 @@ def open_stores(workdir: Path) -> Stores:
         cleanups.append(embedded.stop)
         redis_url = embedded.url
     database_url = create_database(pg_url, prefix="keygate_bench")
-
-    async def migrate() -> None:
-        conn = await asyncpg.connect(database_url)
-        try:
-            await apply_migrations(conn)
-        finally:
-            await conn.close()
-
-    asyncio.run(migrate())
+    asyncio.run(migrate_database(database_url))
     return Stores(pg_url, database_url, redis_url, origin, cleanups)

@@ -6,13 +6,13 @@ import ipaddress
 import re
 from collections.abc import Iterable
 
+from gateway.client_ip import IpAddress, fold_ipv4_mapped
 from gateway.context import RequestContext
 from gateway.errors import IpNotAllowed
 
 __all__ = ["MAX_ALLOWED_IPS", "AllowlistError", "check_ip", "parse_allowlist", "split_ips"]
 
 MAX_ALLOWED_IPS = 5
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class AllowlistError(ValueError):
@@ -32,8 +32,7 @@ def parse_allowlist(values: Iterable[str]) -> tuple[IpAddress, ...]:
             address = ipaddress.ip_address(text)
         except ValueError:
             raise AllowlistError(f"'{text}' is not a valid IPv4 or IPv6 address") from None
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
+        address = fold_ipv4_mapped(address)
         if address not in addresses:
             addresses.append(address)
     if len(addresses) > MAX_ALLOWED_IPS:

@@ -189,8 +189,7 @@ def cmd_keys_delete(args: argparse.Namespace, settings: Settings) -> int:
 
     async def work(conn: asyncpg.Connection, live: Settings) -> int:
         client = connect_redis(live.redis_url or "", live.store_timeout)
-        cache = RedisKeyCache(client, live.redis_prefix, live.redis_key_ttl,
-                              live.negative_cache_ttl, live.tombstone_ttl)
+        cache = RedisKeyCache.from_settings(client, live)
         try:
             await delete_key(conn, args.key_id, actor="ops", cache=cache)
         except KeyNotFound:

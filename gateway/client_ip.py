@@ -8,10 +8,18 @@ from collections.abc import Sequence
 
 from gateway.settings import Network
 
-__all__ = ["IpAddress", "client_ip", "forwarded_for", "is_trusted", "parse_ip"]
+__all__ = ["IpAddress", "client_ip", "fold_ipv4_mapped", "forwarded_for", "is_trusted",
+           "parse_ip"]
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _UNKNOWN = ipaddress.IPv4Address("0.0.0.0")  # noqa: S104 (a peer we could not read)
+
+
+def fold_ipv4_mapped(address: IpAddress) -> IpAddress:
+    """`::ffff:a.b.c.d` as `a.b.c.d`: a dual-stack socket's view of an IPv4 client."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 @functools.lru_cache(maxsize=4096)  # peers repeat: keep-alive clients, proxies
@@ -21,9 +29,7 @@ def parse_ip(text: str) -> IpAddress | None:
         address = ipaddress.ip_address(text.strip().split("%", 1)[0])
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+    return fold_ipv4_mapped(address)
 
 
 def is_trusted(address: IpAddress, trusted: Sequence[Network]) -> bool:

@@ -77,8 +77,7 @@ class Gateway:
         self._stack.push_async_callback(self.pool.close)
         self.redis = connect_redis(settings.redis_url, settings.store_timeout)
         self._stack.push_async_callback(self.redis.aclose)
-        redis_cache = RedisKeyCache(self.redis, settings.redis_prefix, settings.redis_key_ttl,
-                                    settings.negative_cache_ttl, settings.tombstone_ttl)
+        redis_cache = RedisKeyCache.from_settings(self.redis, settings)
         memory = MemoryCache(settings.key_cache_ttl, settings.negative_cache_ttl,
                              settings.key_cache_stale_ttl, settings.key_cache_size)
         self.store = LayeredKeyStore(memory, redis_cache,

@@ -7,7 +7,6 @@ the Redis channel. Every event is written to the audit log in the same transacti
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from datetime import datetime
 import asyncpg
 from redis.exceptions import RedisError
 
+from gateway.client_ip import IpAddress
 from gateway.keys import generate_key_id, generate_token, hash_secret
 from gateway.store.invalidation import PG_CHANNEL
 from gateway.store.redis import RedisKeyCache
@@ -33,7 +33,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class KeyNotFound(LookupError):

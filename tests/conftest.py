@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.migrate import apply_migrations
+from gateway.runtime import migrate_database
 from gateway.settings import Settings
 from tests.support import services
 
@@ -40,15 +40,7 @@ def database_url(pg_server_url: str) -> Iterator[str]:
     import asyncio
 
     url = services.create_database(pg_server_url)
-
-    async def migrate() -> None:
-        conn = await asyncpg.connect(url)
-        try:
-            await apply_migrations(conn)
-        finally:
-            await conn.close()
-
-    asyncio.run(migrate())
+    asyncio.run(migrate_database(url))
     yield url
     services.drop_database(pg_server_url, url)
 

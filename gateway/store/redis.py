@@ -15,6 +15,7 @@ import time
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway.settings import Settings
 from gateway.store.base import KeyRecord, decode_record, encode_record
 
 __all__ = ["NEGATIVE", "TOMBSTONE", "RedisKeyCache", "RedisUnavailable", "connect_redis"]
@@ -59,6 +60,12 @@ class RedisKeyCache:
         self._tombstone_ttl = max(1, int(tombstone_ttl))
         self._retry_after = retry_after
         self._down_until = 0.0
+
+    @classmethod
+    def from_settings(cls, client: aioredis.Redis, settings: Settings) -> RedisKeyCache:
+        """The cache every gateway, deleter and test shares: prefix and TTLs from settings."""
+        return cls(client, settings.redis_prefix, settings.redis_key_ttl,
+                   settings.negative_cache_ttl, settings.tombstone_ttl)
 
     def cache_key(self, key_id: str) -> str:
         return f"{self.prefix}key:{key_id}"

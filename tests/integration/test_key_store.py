@@ -99,8 +99,7 @@ async def test_deletion_reaches_a_second_process_within_100ms(
         async with aiohttp.ClientSession() as http:
             assert await status_of(http, other.url, key.token) == 200  # cached there now
             assert await status_of(http, gateway.url, key.token) == 200
-            cache = RedisKeyCache(connect_redis(redis_url, 1.0), gateway_settings.redis_prefix,
-                                  60, 5, 3600)
+            cache = RedisKeyCache.from_settings(connect_redis(redis_url, 1.0), gateway_settings)
             async with db.acquire() as conn:
                 await delete_key(conn, key.key_id, actor="test", cache=cache)
             await cache.aclose()

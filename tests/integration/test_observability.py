@@ -134,8 +134,7 @@ async def test_metrics_access_log_and_audit_count_known_traffic(
         assert statuses == [200] * 5 + [429]
         # Delete the first key: PostgreSQL NOTIFY and Redis pub/sub both announce it.
         redis = connect_redis(settings.redis_url or "", 1.0)
-        cache = RedisKeyCache(redis, settings.redis_prefix, settings.redis_key_ttl,
-                              settings.negative_cache_ttl, settings.tombstone_ttl)
+        cache = RedisKeyCache.from_settings(redis, settings)
         async with db.acquire() as conn:
             await delete_key(conn, first.key_id, actor="test", cache=cache)
         await redis.aclose()

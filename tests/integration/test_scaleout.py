@@ -132,7 +132,7 @@ async def test_deleted_key_is_refused_by_every_instance(cluster: Cluster,
         for gw in cluster.gateways:  # each instance now holds the key in its memory cache
             assert (await _get(http, gw.url + BALANCES, key.token))[0] == 200
         redis = connect_redis(cluster.settings.redis_url or "", 1.0)
-        cache = RedisKeyCache(redis, cluster.settings.redis_prefix, 60, 5, 3600)
+        cache = RedisKeyCache.from_settings(redis, cluster.settings)
         try:
             async with db.acquire() as conn:
                 await delete_key(conn, key.key_id, actor="test", cache=cache)
