@@ -69,8 +69,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
         if _header_bytes(request) > gateway.settings.max_header_size:
             raise HeadersTooLarge
         path = normalise_path(request.raw_path.partition("?")[0])
-        ip = client_ip(request.remote, request.headers.getall("X-Forwarded-For", ()),
-                       gateway.settings.trusted_proxies)
+        trusted = gateway.settings.trusted_proxies
+        # X-Forwarded-For is read only when some proxy may be believed.
+        ip = client_ip(request.remote,
+                       request.headers.getall("X-Forwarded-For", ()) if trusted else (), trusted)
         ctx = RequestContext(request, request_id, path, ip, started, gateway)
         response = await run_pipeline(ctx)
     except GatewayError as error:
