@@ -130,6 +130,15 @@ def test_hash_secret_is_hmac_sha256_keyed_by_the_pepper() -> None:
     assert hash_secret("secreu", "pepper") != digest
 
 
+@pytest.mark.parametrize("pepper", ["", "p", "x" * 64, "y" * 65, "z" * 200, "pépère-ключ"])
+def test_hash_secret_matches_hmac_for_every_pepper_length(pepper: str) -> None:
+    # The precomputed HMAC states must agree with the standard library for keys shorter
+    # than, equal to and longer than SHA-256's block (those are hashed first).
+    for secret in ("", "secret", "a" * 52):
+        expected = hmac.new(pepper.encode(), secret.encode(), hashlib.sha256).digest()
+        assert hash_secret(secret, pepper) == expected
+
+
 def test_verify_secret_accepts_the_right_secret(issued: tuple[str, str, str]) -> None:
     secret = issued[2]
     stored = hash_secret(secret, "p1")
