@@ -12,6 +12,7 @@ import time
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway.client_ip import ip_text
 from gateway.context import RequestContext
 from gateway.errors import ClientIpBlocked
 
@@ -128,6 +129,6 @@ def check_client_blocked(ctx: RequestContext) -> None:
     guard = ctx.gateway.guard
     if not guard.has_blocks:  # the usual case: skip formatting the address
         return
-    left = guard.blocked_for(str(ctx.client_ip))
+    left = guard.blocked_for(ip_text(ctx.client_ip))
     if left:
         raise ClientIpBlocked(int(left) + 1)

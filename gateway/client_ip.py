@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 from gateway.settings import Network
 
-__all__ = ["IpAddress", "client_ip", "fold_ipv4_mapped", "forwarded_for", "is_trusted",
-           "parse_ip"]
+__all__ = ["IpAddress", "client_ip", "fold_ipv4_mapped", "forwarded_for", "ip_text",
+           "is_trusted", "parse_ip"]
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _UNKNOWN = ipaddress.IPv4Address("0.0.0.0")  # noqa: S104 (a peer we could not read)
@@ -30,6 +30,13 @@ def parse_ip(text: str) -> IpAddress | None:
     except ValueError:
         return None
     return fold_ipv4_mapped(address)
+
+
+@functools.lru_cache(maxsize=4096)
+def ip_text(address: IpAddress) -> str:
+    """`str(address)`, remembered: logs, headers and counters need it on every request, and
+    ipaddress builds it anew each time (about 1 us for IPv4, 4 us for IPv6)."""
+    return str(address)
 
 
 def is_trusted(address: IpAddress, trusted: Sequence[Network]) -> bool:

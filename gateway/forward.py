@@ -17,7 +17,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from gateway.client_ip import forwarded_for, is_trusted, parse_ip
+from gateway.client_ip import forwarded_for, ip_text, is_trusted, parse_ip
 from gateway.context import RequestContext
 from gateway.errors import PayloadTooLarge, UpstreamTimeout, UpstreamUnavailable
 
@@ -101,7 +101,7 @@ def build_upstream_headers(ctx: RequestContext) -> CIMultiDict[str]:
     peer = parse_ip(request.remote or "")
     trusted_peer = peer is not None and is_trusted(peer, gateway.settings.trusted_proxies)
     chain = forwarded_for(incoming.getall("X-Forwarded-For", ())) if trusted_peer else []
-    headers["X-Forwarded-For"] = ", ".join([*chain, str(peer or ctx.client_ip)])
+    headers["X-Forwarded-For"] = ", ".join([*chain, ip_text(peer or ctx.client_ip)])
     proto = incoming.get("X-Forwarded-Proto") if trusted_peer else None
     headers["X-Forwarded-Proto"] = proto or request.scheme
     host = (incoming.get("X-Forwarded-Host") if trusted_peer else None) or incoming.get("Host")

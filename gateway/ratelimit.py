@@ -12,11 +12,13 @@ import logging
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable
 from typing import cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
+from gateway.client_ip import ip_text
 from gateway.context import RequestContext
 from gateway.errors import RateLimited
 from gateway.routes import RateLimit
@@ -147,7 +149,7 @@ class RateLimiter:
         elif limit.per == "key" and ctx.key is not None:
             who = f"k:{ctx.key.key_id}"
         else:
-            who = f"i:{ctx.client_ip}"
+            who = f"i:{ip_text(ctx.client_ip)}"
         return f"{self._prefix}rl:{limit.bucket}:{who}"
 
     async def hit(self, key: str, limit: RateLimit) -> tuple[bool, float, int]:
@@ -165,14 +167,19 @@ class RateLimiter:
         return self._local.hit(key, limit.emission_interval, limit.limit)
 
 
-async def apply_rate_limit(ctx: RequestContext) -> None:
+def apply_rate_limit(ctx: RequestContext) -> Awaitable[None] | None:
     """Reads `ctx.route`, `ctx.key`, `ctx.client_ip`; adds `ctx.rate_limit`/`rate_remaining`.
 
-    Raises `RateLimited` (429 with Retry-After). Does nothing when rate limits are off.
+    Raises `RateLimited` (429 with Retry-After). With rate limits off, returns at once
+    (no coroutine to make and await on every request).
     """
     limiter = ctx.gateway.limiter
     if limiter is None:
-        return
+        return None
+    return _count(ctx, limiter)
+
+
+async def _count(ctx: RequestContext, limiter: RateLimiter) -> None:
     assert ctx.route is not None
     limit = ctx.route.rate_limit
     allowed, retry_after, remaining = await limiter.hit(limiter.counter_key(limit, ctx), limit)
