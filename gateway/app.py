@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.accesslog import ACCESS_LOG_KEY, AccessLog
-from gateway.client_ip import client_ip
+from gateway.client_ip import client_ip, ip_text
 from gateway.context import RequestContext
 from gateway.errors import (
     GatewayError,
@@ -63,8 +63,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     response: web.StreamResponse
     code = ""
     connections = gateway.connections
-    if connections is not None:
-        connections.request_started(request.transport)
+    connection = connections.request_started(request.transport) if connections else None
     try:
         if _header_bytes(request) > gateway.settings.max_header_size:
             raise HeadersTooLarge
@@ -74,10 +73,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
         ip = client_ip(request.remote,
                        request.headers.getall("X-Forwarded-For", ()) if trusted else (), trusted)
         ctx = RequestContext(request, request_id, path, ip, started, gateway)
+        ctx.connection = connection
         response = await run_pipeline(ctx)
     except GatewayError as error:
         if isinstance(error, KeyInvalid) and ctx is not None:
-            gateway.spawn(gateway.guard.record_failure(str(ctx.client_ip)))
+            gateway.spawn(gateway.guard.record_failure(ip_text(ctx.client_ip)))
         code = error.code
         response = error_response(error, request_id)
         if ctx is not None and ctx.rate_limit is not None:

@@ -13,6 +13,8 @@ import logging
 from collections.abc import Callable
 from typing import cast
 
+from gateway.context import ConnectionState
+
 __all__ = ["ConnectionGuard", "GuardedProtocol"]
 
 log = logging.getLogger(__name__)
@@ -32,10 +34,13 @@ class ConnectionGuard:
         """A protocol factory wrapping aiohttp's."""
         return lambda: GuardedProtocol(self, inner())
 
-    def request_started(self, transport: asyncio.BaseTransport | None) -> None:
+    def request_started(self, transport: asyncio.BaseTransport | None) -> ConnectionState | None:
+        """Suspend the connection's deadline; returns its state (None for an unknown one)."""
         guarded = self.by_transport.get(transport) if transport is not None else None
-        if guarded is not None:
-            guarded.busy += 1
+        if guarded is None:
+            return None
+        guarded.busy += 1
+        return guarded.state
 
     def request_finished(self, transport: asyncio.BaseTransport | None) -> None:
         guarded = self.by_transport.get(transport) if transport is not None else None
@@ -66,6 +71,7 @@ class GuardedProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self.busy = 0
         self.deadline = 0.0
+        self.state = ConnectionState()
         # The hot callbacks go straight to aiohttp's protocol (the loop looks them up once).
         self.data_received = inner.data_received  # type: ignore[method-assign]
 

@@ -13,7 +13,24 @@ if TYPE_CHECKING:
     from gateway.routes import Route
     from gateway.store.base import KeyRecord
 
-__all__ = ["RequestContext"]
+__all__ = ["ConnectionState", "RequestContext"]
+
+
+class ConnectionState:
+    """What the pipeline remembers between requests of one keep-alive connection.
+
+    The key that the last request proved, with the exact `Authorization` value that proved
+    it: a client repeating it on the same connection skips parsing and hashing again, as
+    long as the key cache still holds that very record (a deletion or refill replaces it).
+    Lives only as long as the connection; never logged.
+    """
+
+    __slots__ = ("authorization", "key", "token")
+
+    def __init__(self) -> None:
+        self.authorization: str | None = None
+        self.token: ParsedToken | None = None
+        self.key: KeyRecord | None = None
 
 
 class RequestContext:
@@ -21,6 +38,7 @@ class RequestContext:
 
     __slots__ = (
         "client_ip",
+        "connection",
         "gateway",
         "key",
         "path",
@@ -55,3 +73,4 @@ class RequestContext:
         self.rate_limit: int | None = None
         self.rate_remaining: int | None = None
         self.upstream_time: float | None = None
+        self.connection: ConnectionState | None = None  # set when the server tracks it

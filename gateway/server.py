@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import tempfile
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -28,7 +29,7 @@ from gateway.metrics import enable_multiprocess
 from gateway.settings import Settings
 from gateway.status import build_status_app
 
-__all__ = ["handler_args", "install_uvloop", "serve"]
+__all__ = ["Listening", "handler_args", "install_uvloop", "listen", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,33 @@ def handler_args(settings: Settings) -> dict[str, Any]:
     }
 
 
+@dataclass
+class Listening:
+    """The gateway's port, open."""
+
+    server: asyncio.Server
+    sweeper: asyncio.Task[None]
+
+    def close(self) -> None:
+        """Stop accepting; connections already open finish what they are doing."""
+        self.server.close()
+        self.sweeper.cancel()
+
+
+async def listen(runner: web.AppRunner, sock: socket.socket, settings: Settings) -> Listening:
+    """Serve the gateway app of `runner` on `sock` (bound, listening).
+
+    Our own listener instead of aiohttp's SockSite: every connection goes through the guard
+    first, which also keeps the state the pipeline remembers per connection.
+    """
+    guard = ConnectionGuard(settings.max_connections, settings.client_timeout)
+    runner.app[GATEWAY_KEY].connections = guard
+    assert runner.server is not None
+    server = await asyncio.get_running_loop().create_server(
+        guard.factory(runner.server), sock=sock, backlog=4096, ssl=settings.ssl_context)
+    return Listening(server, asyncio.create_task(guard.sweep_forever()))
+
+
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -71,13 +99,7 @@ async def _run_until_signal(settings: Settings, sock: socket.socket,
     # out of the collector's way, so full collections stay short under load.
     gc.collect()
     gc.freeze()
-    # Our own listener instead of a SockSite: connections go through the guard first.
-    guard = ConnectionGuard(settings.max_connections, settings.client_timeout)
-    app[GATEWAY_KEY].connections = guard
-    assert runner.server is not None
-    listener = await asyncio.get_running_loop().create_server(
-        guard.factory(runner.server), sock=sock, backlog=4096, ssl=settings.ssl_context)
-    sweeper = asyncio.create_task(guard.sweep_forever())
+    listening = await listen(runner, sock, settings)
     status_runner: web.AppRunner | None = None
     if status is not None:
         status_runner = web.AppRunner(build_status_app(lambda: app[GATEWAY_KEY]),
@@ -90,8 +112,7 @@ async def _run_until_signal(settings: Settings, sock: socket.socket,
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("draining: no new connections, finishing requests in flight")
-    listener.close()  # stop accepting; requests in flight finish below
-    sweeper.cancel()
+    listening.close()  # stop accepting; requests in flight finish below
     if status_runner is not None:
         await status_runner.cleanup()
     await runner.cleanup()  # stops listening, waits up to shutdown_timeout, closes pools

@@ -18,10 +18,9 @@ from aiohttp import web
 
 from admin_ui.app import build_admin_app
 from admin_ui.devmail import DevMailbox, start_mail_sink
-from gateway.app import build_app
 from gateway.sandbox import build_sandbox_app
 from gateway.settings import Settings
-from tests.support.servers import RunningApp, start_app
+from tests.support.servers import RunningApp, start_app, start_gateway
 from tests.support.services import free_port
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -77,7 +76,7 @@ async def _stack(settings: Settings, **overrides: Any) -> AsyncIterator[Stack]:
     gateway: RunningApp | None = None
     admin: web.AppRunner | None = None
     try:
-        gateway = await start_app(build_app(live))
+        gateway = await start_gateway(live)
         # Mail takes the real path: aiosmtplib -> SMTP -> the aiosmtpd sink -> /dev/mailbox.
         admin = await _start_on(build_admin_app(live, dev_mailbox=mailbox), admin_port)
         yield Stack(admin_url, gateway.url, mailbox, live)

@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.app import GATEWAY_KEY, build_app
+from gateway.app import GATEWAY_KEY
 from gateway.gateway import Gateway
 from gateway.sandbox import build_sandbox_app
 from gateway.settings import Settings
-from tests.support.servers import RunningApp, start_app
+from tests.support.servers import RunningApp, start_app, start_gateway
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def gateway_settings(settings: Settings, sandbox: RunningApp) -> Settings:
 @pytest.fixture
 async def gateway(gateway_settings: Settings) -> AsyncIterator[RunningApp]:
     """The gateway on a free port, in front of the sandbox."""
-    running = await start_app(build_app(gateway_settings))
+    running = await start_gateway(gateway_settings)
     yield running
     await running.stop()
 

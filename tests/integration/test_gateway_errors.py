@@ -12,9 +12,8 @@ import asyncpg
 import pytest
 from multidict import CIMultiDict
 
-from gateway.app import build_app
 from gateway.settings import Settings
-from tests.support.servers import RunningApp, issue_key, start_app
+from tests.support.servers import RunningApp, issue_key, start_gateway
 from tests.support.services import PrivateRedis, free_port
 
 pytestmark = pytest.mark.integration
@@ -45,9 +44,9 @@ def assert_error(status: int, body: dict[str, object], headers: CIMultiDict[str]
 @pytest.fixture
 async def limited(settings: Settings, sandbox: RunningApp) -> AsyncIterator[RunningApp]:
     """A gateway with tiny rate limits, a withdraw allowlist policy and a small body limit."""
-    running = await start_app(build_app(settings.replace(
+    running = await start_gateway(settings.replace(
         upstream_url=sandbox.url, routes_path=FIXTURES / "routes-limited.yaml",
-        max_body_size=1024, max_header_size=2048, auth_fail_limit=3)))
+        max_body_size=1024, max_header_size=2048, auth_fail_limit=3))
     yield running
     await running.stop()
 
@@ -194,8 +193,8 @@ async def test_withdraw_policy_requires_an_allowlist(
 
 
 async def test_upstream_refused_is_502(settings: Settings, db: asyncpg.Pool) -> None:
-    running = await start_app(build_app(settings.replace(
-        upstream_url=f"http://127.0.0.1:{free_port()}")))
+    running = await start_gateway(settings.replace(
+        upstream_url=f"http://127.0.0.1:{free_port()}"))
     try:
         status, body, headers = await fetch("GET", running.url + "/public/v1/time")
         assert_error(status, body, headers, 502, "SERVICE_UNAVAILABLE")
@@ -215,9 +214,9 @@ async def test_key_store_unreachable_is_503(
     settings: Settings, sandbox: RunningApp, db: asyncpg.Pool, private_redis: PrivateRedis
 ) -> None:
     key = await issue_key(db, settings)
-    running = await start_app(build_app(settings.replace(
+    running = await start_gateway(settings.replace(
         upstream_url=sandbox.url, redis_url=private_redis.url,
-        database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/none")))
+        database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/none"))
     try:
         status, body, headers = await fetch("GET", running.url + BALANCES,
                                             headers=bearer(key.token))

@@ -13,11 +13,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 import asyncpg
 import pytest
-from aiohttp import web
 
-from gateway.app import build_app
 from gateway.settings import Settings
-from tests.support.servers import IssuedKey, RunningApp, issue_key, start_app
+from tests.support.servers import IssuedKey, RunningApp, issue_key, start_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -173,23 +171,18 @@ async def test_permission_added_by_configuration_alone(
 async def test_ipv6_allowlist(gateway_settings: Settings, db: asyncpg.Pool) -> None:
     if not socket.has_ipv6:
         pytest.fail("this machine has no IPv6 loopback; the IPv6 allowlist cannot be tested")
-    app = build_app(gateway_settings)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "::1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    running = await start_gateway(gateway_settings, host="::1")
     allowed = await issue_key(db, gateway_settings, ips=["::1", "192.0.2.1"])
     refused = await issue_key(db, gateway_settings, ips=["2001:db8::1", "127.0.0.1"])
     try:
         async with aiohttp.ClientSession() as http:
-            url = f"http://[::1]:{port}{BALANCES}"
+            url = f"http://[::1]:{running.port}{BALANCES}"
             async with http.get(url, headers=bearer(allowed)) as resp:
                 assert resp.status == 200
             async with http.get(url, headers=bearer(refused)) as resp:
                 assert (await resp.json())["error"] == "INVALID_IP_RESTRICTION"
     finally:
-        await runner.cleanup()
+        await running.stop()
 
 
 async def test_ipv4_allowlist_and_trusted_proxy(settings: Settings, sandbox: RunningApp,
@@ -198,7 +191,7 @@ async def test_ipv4_allowlist_and_trusted_proxy(settings: Settings, sandbox: Run
 
     live = settings.replace(upstream_url=sandbox.url,
                             trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
-    running = await start_app(build_app(live))
+    running = await start_gateway(live)
     key = await issue_key(db, live, ips=["203.0.113.7"])
     try:
         async with aiohttp.ClientSession() as http:
@@ -237,7 +230,7 @@ async def test_100mb_body_streams_through_in_bounded_memory(
     received, digest = 0, hashlib.sha256()
     # The gateway, the sandbox and this client share one process: its peak memory bounds all.
     settings = gateway_settings.replace(max_body_size=size)
-    running = await start_app(build_app(settings))
+    running = await start_gateway(settings)
     try:
         async with aiohttp.ClientSession() as http:
             async with http.put(running.url + "/__sandbox/echo", data=body(),

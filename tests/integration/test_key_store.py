@@ -13,8 +13,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from gateway.app import build_app
 from gateway.errors import StoreUnavailable
+from gateway.keys import generate_token
 from gateway.lifecycle import delete_key
 from gateway.migrate import apply_migrations
 from gateway.settings import Settings
@@ -25,7 +25,7 @@ from gateway.store.postgres import PostgresKeyStore
 from gateway.store.redis import RedisKeyCache, connect_redis
 from tests.integration.conftest import services_of
 from tests.support.processes import GatewayProcess
-from tests.support.servers import RunningApp, issue_key, start_app
+from tests.support.servers import RunningApp, issue_key, start_gateway
 from tests.support.services import PrivateRedis
 from tests.support.tcpproxy import through_proxy
 
@@ -90,6 +90,32 @@ async def test_mistyped_token_is_refused_offline(gateway: RunningApp, db: asyncp
     assert store.memory.misses == 0
 
 
+async def test_a_keep_alive_connection_remembers_its_key_but_not_past_a_deletion(
+    gateway: RunningApp, gateway_settings: Settings, db: asyncpg.Pool, redis_url: str
+) -> None:
+    key, other = await issue_key(db, gateway_settings), await issue_key(db, gateway_settings)
+    forged, _ = generate_token(other.key_id)  # the right id, a valid checksum, a wrong secret
+    guard = services_of(gateway).connections
+    assert guard is not None
+    # One connection for everything below: what it remembers is what is tested.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as http:
+        assert await status_of(http, gateway.url, key.token) == 200
+        (state,) = (guarded.state for guarded in guard.by_transport.values())
+        assert state.key is not None and state.key.key_id == key.key_id
+        assert await status_of(http, gateway.url, key.token) == 200  # from the memory
+        # Another key on the same connection is checked in full, and so is a forged one.
+        assert await status_of(http, gateway.url, other.token) == 200
+        assert state.key is not None and state.key.key_id == other.key_id
+        assert await status_of(http, gateway.url, forged) == 401
+        assert await status_of(http, gateway.url, key.token) == 200
+        cache = RedisKeyCache.from_settings(connect_redis(redis_url, 1.0), gateway_settings)
+        async with db.acquire() as conn:
+            await delete_key(conn, key.key_id, actor="test", cache=cache)
+        await cache.aclose()
+        await wait_for_status(http, gateway.url, key.token, 401, timeout=2.0)
+        assert len(guard.by_transport) == 1, "the client opened a second connection"
+
+
 async def test_deletion_reaches_a_second_process_within_100ms(
     gateway: RunningApp, gateway_settings: Settings, db: asyncpg.Pool, redis_url: str
 ) -> None:
@@ -115,7 +141,7 @@ async def test_deletion_with_redis_down_reaches_every_process_within_2s(
 ) -> None:
     live = settings.replace(upstream_url=sandbox.url, redis_url=private_redis.url)
     key = await issue_key(db, live)
-    first = await start_app(build_app(live))
+    first = await start_gateway(live)
     second = GatewayProcess(live)
     try:
         async with aiohttp.ClientSession() as http:
@@ -135,7 +161,7 @@ async def test_lookups_fall_back_to_postgres_when_redis_stops(
     settings: Settings, sandbox: RunningApp, db: asyncpg.Pool, private_redis: PrivateRedis
 ) -> None:
     live = settings.replace(upstream_url=sandbox.url, redis_url=private_redis.url)
-    first = await start_app(build_app(live))
+    first = await start_gateway(live)
     try:
         private_redis.stop()
         key = await issue_key(db, live)  # never seen before: memory and Redis both miss
@@ -155,7 +181,7 @@ async def test_postgres_down_serves_cached_keys_and_refuses_others(
     live = settings.replace(upstream_url=sandbox.url, redis_url=private_redis.url,
                             database_url=proxied_url, key_cache_ttl=0.2, redis_key_ttl=1)
     cached, uncached = await issue_key(db, live), await issue_key(db, live)
-    running = await start_app(build_app(live))
+    running = await start_gateway(live)
     try:
         async with aiohttp.ClientSession() as http:
             assert await status_of(http, running.url, cached.token) == 200
@@ -233,7 +259,7 @@ async def test_keys_deleted_while_redis_was_unreachable_are_retombstoned(
     live = settings.replace(upstream_url=sandbox.url,
                             redis_url=f"redis://127.0.0.1:{proxy.port}/0")
     key = await issue_key(db, live)
-    first = await start_app(build_app(live))
+    first = await start_gateway(live)
     try:
         async with aiohttp.ClientSession() as http:
             assert await status_of(http, first.url, key.token) == 200  # now cached in Redis
@@ -253,7 +279,7 @@ async def test_keys_deleted_while_redis_was_unreachable_are_retombstoned(
                 assert await client.get(cache_key) == b"x"
             finally:
                 await client.aclose()
-            fresh = await start_app(build_app(live))  # an empty memory layer: asks Redis
+            fresh = await start_gateway(live)  # an empty memory layer: asks Redis
             try:
                 assert await status_of(http, fresh.url, key.token) == 401
             finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -11,16 +12,19 @@ from aiohttp import web
 
 from gateway.accounts import create_user
 from gateway.allowlist import parse_allowlist
+from gateway.app import build_app
 from gateway.lifecycle import activate_key, create_key
+from gateway.server import Listening, handler_args, listen
 from gateway.settings import Settings
 
-__all__ = ["IssuedKey", "RunningApp", "issue_key", "start_app"]
+__all__ = ["IssuedKey", "RunningApp", "issue_key", "start_app", "start_gateway"]
 
 
 @dataclass
 class RunningApp:
     runner: web.AppRunner
     port: int
+    listening: Listening | None = None
 
     @property
     def url(self) -> str:
@@ -31,6 +35,8 @@ class RunningApp:
         return self.runner.app
 
     async def stop(self) -> None:
+        if self.listening is not None:
+            self.listening.close()
         await self.runner.cleanup()
 
 
@@ -44,6 +50,19 @@ async def start_app(app: web.Application, **handler_args: object) -> RunningApp:
     assert server is not None
     port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     return RunningApp(runner, port)
+
+
+async def start_gateway(settings: Settings, host: str = "127.0.0.1") -> RunningApp:
+    """The gateway app on a free loopback port, served as `gateway serve` serves it (the same
+    server limits, connection guard and per-connection state)."""
+    runner = web.AppRunner(build_app(settings), access_log=None, handle_signals=False,
+                           **handler_args(settings))
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    sock.listen(128)
+    listening = await listen(runner, sock, settings)
+    return RunningApp(runner, sock.getsockname()[1], listening)
 
 
 @dataclass
