@@ -68,8 +68,8 @@ class AccessLog:
         # (PYTHONUNBUFFERED in containers), and a syscall per request is not free.
         self._lines: list[str] = []
         self.dropped = 0  # denials not audited because a batch was full
-        self._second = -1
-        self._stamp = ""
+        self._ms = self._second = -1
+        self._date = self._stamp = ""
         self._task: asyncio.Task[None] | None = None
         self._pruned_at = 0.0
 
@@ -84,6 +84,7 @@ class AccessLog:
         client_ip: str | None = None
         upstream: float | None = None
         if ctx is not None:
+            path = ctx.path  # as matched and forwarded
             client_ip = ip_text(ctx.client_ip)
             upstream = ctx.upstream_time
             if ctx.route is not None:
@@ -95,11 +96,12 @@ class AccessLog:
             if code in AUDITED_CODES and self._pool is not None:
                 self._audit(account, key_id, client_ip, request_id,
                             {"code": code, "status": status, "method": request.method,
-                             "path": ctx.path, "route": route})
+                             "path": path, "route": route})
+        else:  # refused before its path could be read: as it came, without the query
+            path = request.raw_path.partition("?")[0]
+            client_ip = request.remote or "-"
         if not self.is_enabled:
             return
-        if client_ip is None:
-            client_ip = request.remote or "-"
         stamp = self._timestamp()
         if self.is_json:
             # One f-string rather than json.dumps of a dict: a third of the cost. Every
@@ -109,7 +111,7 @@ class AccessLog:
             key = "null" if key_id is None else f'"{key_id}"'
             line = (
                 f'{{"ts":"{stamp}","request_id":"{request_id}","client_ip":"{client_ip}",'
-                f'"method":{_q(request.method)},"path":{_q(request.path)},'
+                f'"method":{_q(request.method)},"path":{_q(path)},'
                 f'"route":{"null" if route is None else _q(route)},"status":{status},'
                 f'"error":{error},"key_id":{key},'
                 f'"account_id":{"null" if account is None else account},'
@@ -118,18 +120,22 @@ class AccessLog:
             )
         else:
             up = "-" if upstream is None else f"{upstream * 1000:.1f}ms"
-            line = (f"{stamp} {client_ip} \"{request.method} {request.path}\" {status} "
+            line = (f"{stamp} {client_ip} \"{request.method} {path}\" {status} "
                     f"{code or '-'} {seconds * 1000:.1f}ms upstream={up} id={request_id} "
                     f"key={key_id or '-'} account={account if account is not None else '-'}")
         self._lines.append(line)
 
     def _timestamp(self) -> str:
-        now = time.time()
-        second = int(now)
-        if second != self._second:  # strftime once a second, not once a request
-            self._second = second
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._stamp}.{int((now - second) * 1000):03d}Z"
+        # Formatted once a millisecond (several requests share one), strftime once a second.
+        ms = int(time.time() * 1000)
+        if ms != self._ms:
+            self._ms = ms
+            second, milli = divmod(ms, 1000)
+            if second != self._second:
+                self._second = second
+                self._date = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._stamp = f"{self._date}.{milli:03d}Z"
+        return self._stamp
 
     def _audit(self, account: int | None, key_id: str | None, client_ip: str,
                request_id: str, detail: dict[str, object]) -> None:

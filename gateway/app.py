@@ -51,7 +51,11 @@ def request_id_of(request: web.Request) -> str:
 
 
 def _header_bytes(request: web.Request) -> int:
-    return sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
+    raw = request.raw_headers
+    total = 4 * len(raw)  # ": " and CRLF; a plain loop: a generator costs more than the sum
+    for name, value in raw:
+        total += len(name) + len(value)
+    return total
 
 
 async def handle(request: web.Request) -> web.StreamResponse:

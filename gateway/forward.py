@@ -8,6 +8,7 @@ streaming, a failure can only be logged and the client connection aborted.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -84,6 +85,11 @@ def _timeout(connect: float, read: float) -> aiohttp.ClientTimeout:
     return timeout
 
 
+@functools.lru_cache(maxsize=256)  # a handful of distinct permission sets
+def _permission_list(permissions: frozenset[str]) -> str:
+    return ",".join(sorted(permissions))
+
+
 def build_upstream_headers(ctx: RequestContext) -> CIMultiDict[str]:
     """The client's headers minus hop-by-hop, key and `X-Gateway-*`, plus ours."""
     request = ctx.request
@@ -99,7 +105,8 @@ def build_upstream_headers(ctx: RequestContext) -> CIMultiDict[str]:
 
     # SECURITY: X-Forwarded-* are rebuilt, extended only when the peer is a trusted proxy.
     peer = parse_ip(request.remote or "")
-    trusted_peer = peer is not None and is_trusted(peer, gateway.settings.trusted_proxies)
+    trusted = gateway.settings.trusted_proxies
+    trusted_peer = bool(trusted) and peer is not None and is_trusted(peer, trusted)
     chain = forwarded_for(incoming.getall("X-Forwarded-For", ())) if trusted_peer else []
     headers["X-Forwarded-For"] = ", ".join([*chain, ip_text(peer or ctx.client_ip)])
     proto = incoming.get("X-Forwarded-Proto") if trusted_peer else None
@@ -111,7 +118,7 @@ def build_upstream_headers(ctx: RequestContext) -> CIMultiDict[str]:
     if ctx.key is not None:
         headers["X-Gateway-Account-Id"] = str(ctx.key.account_id)
         headers["X-Gateway-Key-Id"] = ctx.key.key_id
-        headers["X-Gateway-Permissions"] = ",".join(sorted(ctx.key.permissions))
+        headers["X-Gateway-Permissions"] = _permission_list(ctx.key.permissions)
     if gateway.settings.upstream_secret:
         headers[gateway.settings.upstream_secret_header] = gateway.settings.upstream_secret
     return headers

@@ -46,7 +46,7 @@ class Gateway:
     listener: InvalidationListener
     pool: asyncpg.Pool
     redis: aioredis.Redis
-    # Set by the server when it listens through a guard (tests' plain sites have none).
+    # Set by `server.listen`, which serves every connection through the guard.
     connections: ConnectionGuard | None = None
 
     def __init__(self, settings: Settings) -> None:
