@@ -31,7 +31,7 @@ from gateway.settings import Settings
 if TYPE_CHECKING:
     from gateway.context import RequestContext
 
-__all__ = ["ACCESS_LOG_KEY", "AUDITED_CODES", "AccessLog", "JsonFormatter", "configure_logging"]
+__all__ = ["AUDITED_CODES", "AccessLog", "JsonFormatter", "configure_logging"]
 
 log = logging.getLogger(__name__)
 
@@ -188,9 +188,6 @@ class AccessLog:
                 await self._task
             self._task = None
         await self.flush()
-
-
-ACCESS_LOG_KEY: web.AppKey[AccessLog] = web.AppKey("access_log", AccessLog)
 
 
 class JsonFormatter(logging.Formatter):

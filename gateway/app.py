@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.accesslog import ACCESS_LOG_KEY, AccessLog
 from gateway.client_ip import client_ip, ip_text
 from gateway.context import RequestContext
 from gateway.errors import (
@@ -96,18 +95,18 @@ async def handle(request: web.Request) -> web.StreamResponse:
     finally:
         if connections is not None:
             connections.request_finished(request.transport)
-    _observe(ctx, request, request_id, response, code, started)
+    _observe(gateway, ctx, request, request_id, response.status, code, started)
     return response
 
 
-def _observe(ctx: RequestContext | None, request: web.Request, request_id: str,
-             response: web.StreamResponse, code: str, started: float) -> None:
+def _observe(gateway: Gateway, ctx: RequestContext | None, request: web.Request,
+             request_id: str, status: int, code: str, started: float) -> None:
     """Metrics, access-log line and (for denials worth a look) audit row of one request."""
     seconds = time.perf_counter() - started
     route = ctx.route.pattern if ctx is not None and ctx.route is not None else "unmatched"
-    Metrics.get().observe(route, request.method, response.status, code, seconds,
+    Metrics.get().observe(route, request.method, status, code, seconds,
                           ctx.upstream_time if ctx is not None else None)
-    request.app[ACCESS_LOG_KEY].record(ctx, request, request_id, response.status, code, seconds)
+    gateway.access_log.record(ctx, request, request_id, status, code, seconds)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -131,8 +130,6 @@ def build_app(settings: Settings) -> web.Application:
     async def services(app: web.Application) -> AsyncIterator[None]:
         gateway = await Gateway.open(settings)
         app[GATEWAY_KEY] = gateway
-        access_log = app[ACCESS_LOG_KEY] = AccessLog(settings, gateway.pool)
-        access_log.start()
         metrics_sync = asyncio.create_task(sync_metrics_forever(gateway), name="metrics-sync")
         watcher = asyncio.create_task(_watch_routes(gateway), name="routes-watch")
         loop = asyncio.get_running_loop()
@@ -147,7 +144,6 @@ def build_app(settings: Settings) -> web.Application:
         metrics_sync.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await metrics_sync
-        await access_log.aclose()
         await gateway.aclose()
 
     app.cleanup_ctx.append(services)

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.abuse import AuthFailureGuard
+from gateway.accesslog import AccessLog
 from gateway.connections import ConnectionGuard
 from gateway.forward import create_upstream_session
 from gateway.ratelimit import RateLimiter
@@ -42,6 +43,7 @@ class Gateway:
     limiter: RateLimiter | None
     guard: AuthFailureGuard
     usage: UsageRecorder
+    access_log: AccessLog
     session: aiohttp.ClientSession
     listener: InvalidationListener
     pool: asyncpg.Pool
@@ -90,6 +92,9 @@ class Gateway:
         self.usage = UsageRecorder(self.pool, settings.last_used_flush_interval)
         self.usage.start()
         self._stack.push_async_callback(self.usage.aclose)
+        self.access_log = AccessLog(settings, self.pool)
+        self.access_log.start()
+        self._stack.push_async_callback(self.access_log.aclose)  # before the pool closes
         self.listener = InvalidationListener(
             settings.database_url, self.redis, redis_cache.channel,
             on_key=memory.invalidate, on_reset=memory.clear,
