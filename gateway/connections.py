@@ -4,6 +4,8 @@ aiohttp has no deadline for receiving request headers, so a client trickling byt
 (slowloris) could hold a connection forever. Each connection gets a deadline when it opens
 and after each request: a request must have arrived by then, or the connection is closed.
 While a request is being handled the deadline does not apply (uploads may be long).
+Each connection also carries the pipeline's `ConnectionState` (what it remembers between
+requests on one connection).
 """
 
 from __future__ import annotations
