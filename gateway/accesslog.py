@@ -2,8 +2,10 @@
 
 The access log is one line per request on standard output: JSON in production
 (`log_format: json`), plain text in dev. It names the key by its public id, never its
-secret. Lines go to a buffered stream and are flushed every `flush_interval` seconds (and
-at shutdown), so logging costs one string build and one buffered write per request.
+secret. A request only leaves its facts in a list; every `flush_interval` seconds (and at
+shutdown) they are formatted together and written a few hundred lines at a time. Formatted
+in one tight loop, a line costs a fraction of what it costs between two requests, and the
+event loop is let go between writes.
 
 Denials worth investigating (a key used from an address its allowlist refuses, a key
 lacking a permission, a well-formed token that fails, a blocked client address) are also
@@ -45,9 +47,14 @@ _AUDIT_INSERT = (
     " VALUES ($1, 'gateway', 'request.denied', $2, $3::inet, $4, $5::jsonb)"
 )
 _PRUNE_EVERY = 3600.0
+_LINES_PER_WRITE = 256  # formatted in one go: about a third of a millisecond
 _q = json.encoder.encode_basestring_ascii  # a str as a JSON string literal, quotes included
 
 _AuditRow = tuple[int | None, str | None, str, str, str]
+# at, request id, client ip, method, path, route, status, code, key id, account, seconds,
+# upstream seconds
+_Entry = tuple[float, str, str, str, str, str | None, int, str, str | None, int | None, float,
+               float | None]
 
 
 class AccessLog:
@@ -64,9 +71,9 @@ class AccessLog:
         self._flush_interval = flush_interval
         self._max_batch = max_batch
         self._pending: list[_AuditRow] = []
-        # Lines wait here and go out in one write per flush: stdout is often unbuffered
-        # (PYTHONUNBUFFERED in containers), and a syscall per request is not free.
-        self._lines: list[str] = []
+        # Requests wait here and go out as lines in one write per flush: stdout is often
+        # unbuffered (PYTHONUNBUFFERED in containers), and a syscall per request is not free.
+        self._entries: list[_Entry] = []
         self.dropped = 0  # denials not audited because a batch was full
         self._ms = self._second = -1
         self._date = self._stamp = ""
@@ -102,32 +109,38 @@ class AccessLog:
             client_ip = request.remote or "-"
         if not self.is_enabled:
             return
-        stamp = self._timestamp()
+        # Only the facts here; the line is written at the next flush, in a tight loop with
+        # the others, which costs a fraction of formatting it between two requests.
+        self._entries.append((time.time(), request_id, client_ip, request.method, path, route,
+                              status, code, key_id, account, seconds, upstream))
+
+    def _line(self, entry: _Entry) -> str:
+        at, request_id, client_ip, method, path, route, status, code, key_id, account, \
+            seconds, upstream = entry
+        stamp = self._timestamp(at)
         if self.is_json:
             # One f-string rather than json.dumps of a dict: a third of the cost. Every
             # string that can carry client bytes goes through the JSON string encoder; the
             # request id (`request_id_of`), the address, key id and code cannot need escaping.
             error = f'"{code}"' if code else "null"
             key = "null" if key_id is None else f'"{key_id}"'
-            line = (
+            return (
                 f'{{"ts":"{stamp}","request_id":"{request_id}","client_ip":"{client_ip}",'
-                f'"method":{_q(request.method)},"path":{_q(path)},'
+                f'"method":{_q(method)},"path":{_q(path)},'
                 f'"route":{"null" if route is None else _q(route)},"status":{status},'
                 f'"error":{error},"key_id":{key},'
                 f'"account_id":{"null" if account is None else account},'
                 f'"duration_ms":{seconds * 1000:.3f},'
                 f'"upstream_ms":{"null" if upstream is None else f"{upstream * 1000:.3f}"}}}'
             )
-        else:
-            up = "-" if upstream is None else f"{upstream * 1000:.1f}ms"
-            line = (f"{stamp} {client_ip} \"{request.method} {path}\" {status} "
-                    f"{code or '-'} {seconds * 1000:.1f}ms upstream={up} id={request_id} "
-                    f"key={key_id or '-'} account={account if account is not None else '-'}")
-        self._lines.append(line)
+        up = "-" if upstream is None else f"{upstream * 1000:.1f}ms"
+        return (f"{stamp} {client_ip} \"{method} {path}\" {status} "
+                f"{code or '-'} {seconds * 1000:.1f}ms upstream={up} id={request_id} "
+                f"key={key_id or '-'} account={account if account is not None else '-'}")
 
-    def _timestamp(self) -> str:
+    def _timestamp(self, at: float) -> str:
         # Formatted once a millisecond (several requests share one), strftime once a second.
-        ms = int(time.time() * 1000)
+        ms = int(at * 1000)
         if ms != self._ms:
             self._ms = ms
             second, milli = divmod(ms, 1000)
@@ -156,8 +169,11 @@ class AccessLog:
 
     async def flush(self) -> None:
         """Flush buffered lines; write pending audit rows; prune old ones now and then."""
-        if self._lines:
-            lines, self._lines = self._lines, []
+        entries, self._entries = self._entries, []
+        for start in range(0, len(entries), _LINES_PER_WRITE):
+            if start:
+                await asyncio.sleep(0)  # let requests in between: no long pause per flush
+            lines = map(self._line, entries[start:start + _LINES_PER_WRITE])
             with contextlib.suppress(OSError, ValueError):
                 self._stream.write("\n".join(lines) + "\n")
                 self._stream.flush()
