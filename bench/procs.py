@@ -90,6 +90,14 @@ class Child:
                 found.extend(int(pid) for pid in text.split())
         return found
 
+    def pin(self, cpus: set[int]) -> None:
+        """Run this process, every thread of it and the processes it forked on `cpus` only."""
+        for pid in [self.pid, *self.children()]:
+            with contextlib.suppress(OSError):
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    with contextlib.suppress(OSError):
+                        os.sched_setaffinity(int(task.name), cpus)
+
     def cpu_seconds(self) -> float:
         """User + system CPU time used so far by this process and the ones it forked."""
         total = 0

@@ -113,7 +113,9 @@ def render(data: dict[str, Any]) -> str:
         lines.append(
             f"peak: wrk, {plan['connections']} connections, {plan['rounds']} interleaved rounds "
             f"of {plan['duration'] / plan['rounds']:.0f} s per case (medians). "
-            f"fixed rate: h2load --rps, half the warm gateway's peak, same rate for every case.")
+            f"fixed rate: h2load --rps, half the warm gateway's peak, same rate for every case."
+            + (" Pinned: 1-worker servers on CPU 0, load and upstream on the others."
+               if plan.get("pin") else ""))
         lines.append("")
         header = (f"{'w':>1} {'case':<25} {'peak req/s':>10} {'x bare':>6} {'x direct':>8} "
                   f"{'p50':>6} {'p99':>7} {'CPU':>6} | {'rate':>6} {'p50':>6} {'p99':>6} "

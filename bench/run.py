@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-setup", action="store_true",
                    help="don't run bench/setup.sh (tools already installed)")
     p.add_argument("--keep", action="store_true", help="keep the work folder (server logs)")
+    p.add_argument("--pin", action="store_true",
+                   help="throughput: 1-worker servers on CPU 0, load generators and the "
+                        "upstream on the other CPUs (steadier figures; needs 2+ CPUs)")
     return p
 
 
@@ -124,7 +127,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         connections=args.connections,
         rate_clients=args.rate_clients,
         rounds=args.rounds or (1 if quick else 5),
+        pin=args.pin,
     )
+    if args.pin and (os.cpu_count() or 1) < 2:
+        print("--pin needs at least 2 CPUs", file=sys.stderr)
+        return 2
+    every_cpu = os.sched_getaffinity(0)
+    if args.pin:  # inherited by the upstream and the load generators started from here
+        os.sched_setaffinity(0, every_cpu - {0})
     # `make bench` stopped by SIGTERM still stops its servers and drops its database.
     signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))
     if not args.no_setup:
@@ -148,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "throughput" in parts:
                 results = run_throughput(workers, plan, workdir, upstream, stores.database_url,
                                          stores.redis_url, secrets_, _say)
+                os.sched_setaffinity(0, every_cpu)  # the other parts start servers unpinned
                 data["throughput"] = throughput_rows(results)
             if "profile" in parts:
                 data["profile"] = _profile(args, workdir, upstream, stores.database_url,

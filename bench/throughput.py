@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from bench.bare_proxy import BareProxyProcess
 from bench.gateways import BENCH_DIR, PRIVATE_PATH, GatewayProcess, Secrets, issue_keys
 from bench.load import PeakResult, RateResult, merge_peaks, merge_rates, run_h2load, run_wrk
 from bench.nginx import Nginx
+from bench.procs import Child
 from bench.redis_calls import CommandCounter, RoundTripMonitor
 
 __all__ = ["CASES", "CaseResult", "LoadPlan", "run_throughput"]
@@ -41,6 +43,8 @@ CASES: dict[str, str] = {
 
 
 class _Server(Protocol):
+    child: Child
+
     @property
     def url(self) -> str: ...
 
@@ -59,6 +63,9 @@ class LoadPlan:
     connections: int
     rate_clients: int
     rounds: int
+    # 1 worker: servers on CPU 0, this process and its load generators (and the upstream,
+    # started before) on the others; several workers: servers on every CPU.
+    pin: bool = False
 
 
 @dataclass
@@ -153,6 +160,10 @@ def run_throughput(workers_list: list[int], plan: LoadPlan, workdir: Path, upstr
             say(f"throughput, {workers} worker(s): starting servers")
             servers = _start_servers(workers, workdir, upstream, database_url, redis_url,
                                      secrets_)
+            if plan.pin:
+                cpus = {0} if workers == 1 else set(range(os.cpu_count() or 1))
+                for server in servers.values():
+                    server.child.pin(cpus)
             try:
                 every: dict[str, _Server] = {"direct": upstream, **servers}
                 urls = {case: every[case].url + PRIVATE_PATH for case in CASES}
