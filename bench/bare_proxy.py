@@ -24,7 +24,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bench.procs import ROOT, Child, free_port, wait_http
+from bench.procs import ROOT, Child, Server, free_port, wait_http
 from gateway.client_ip import parse_ip
 from gateway.context import RequestContext
 from gateway.forward import create_upstream_session, forward
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-class BareProxyProcess:
+class BareProxyProcess(Server):
     """This module's `main` as a child process of the benchmark."""
 
     def __init__(self, name: str, workdir: Path, upstream_url: str, workers: int) -> None:
@@ -143,21 +143,6 @@ class BareProxyProcess:
                                   "--workers", str(workers)],
                            workdir / f"{name}.log", cwd=ROOT)
         wait_http(f"{self.url}/", child=self.child)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def redis_prefix(self) -> str | None:
-        return None  # it uses no Redis
-
-    def cpu_seconds(self) -> float:
-        return self.child.cpu_seconds()
-
-    def stop(self) -> None:
-        self.child.stop()
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

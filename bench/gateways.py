@@ -11,7 +11,7 @@ from pathlib import Path
 
 import asyncpg
 
-from bench.procs import ROOT, Child, free_port, wait_http
+from bench.procs import ROOT, Child, Server, free_port, wait_http
 from gateway.accounts import create_user
 from gateway.lifecycle import activate_key, create_key
 
@@ -35,8 +35,10 @@ class Secrets:
         return cls(secrets.token_urlsafe(32), secrets.token_urlsafe(32))
 
 
-class GatewayProcess:
+class GatewayProcess(Server):
     """`gateway serve --workers N` on free loopback ports, with the benchmark's settings."""
+
+    stop_timeout = 40.0  # a graceful drain first
 
     def __init__(self, name: str, workdir: Path, *, database_url: str, redis_url: str,
                  upstream_url: str, secrets_: Secrets, workers: int = 1,
@@ -70,22 +72,12 @@ class GatewayProcess:
         wait_http(f"{self.url}/healthz", timeout=60, child=self.child)
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
     def pid(self) -> int:
         return self.child.pid
 
     def worker_pids(self) -> list[int]:
         """The processes that serve requests: the forked workers, or the process itself."""
         return self.child.children() or [self.child.pid]
-
-    def cpu_seconds(self) -> float:
-        return self.child.cpu_seconds()
-
-    def stop(self) -> None:
-        self.child.stop(timeout=40)
 
 
 async def new_user(conn: asyncpg.Connection) -> int:

@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from bench.procs import Child, free_port, wait_http
+from bench.procs import Child, Server, free_port, wait_http
 
 __all__ = ["UPSTREAM_BODY", "Nginx", "nginx_binary"]
 
@@ -45,7 +45,7 @@ http {{
 """
 
 
-class Nginx:
+class Nginx(Server):
     """One nginx master in the foreground, its config and logs in `prefix`."""
 
     def __init__(self, name: str, prefix: Path, workers: int, server: str, *,
@@ -59,14 +59,6 @@ class Nginx:
         self.child = Child(name, [nginx_binary(), "-c", str(conf), "-p", str(prefix)],
                            prefix / "stdout.log")
         wait_http(f"{self.url}/", child=self.child)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def redis_prefix(self) -> str | None:
-        return None
 
     @classmethod
     def upstream(cls, prefix: Path, workers: int = 1) -> Nginx:
@@ -97,9 +89,3 @@ class Nginx:
         }}
     }}"""
         return cls("nginx-proxy", prefix, workers, server, access_log=True, port=port)
-
-    def cpu_seconds(self) -> float:
-        return self.child.cpu_seconds()
-
-    def stop(self) -> None:
-        self.child.stop()

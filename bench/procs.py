@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["ROOT", "Child", "free_port", "stop_all", "wait_http"]
+__all__ = ["ROOT", "Child", "Server", "free_port", "stop_all", "wait_http"]
 
 ROOT = Path(__file__).resolve().parent.parent
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -132,3 +132,22 @@ class Child:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
         self.process.wait()
+
+
+class Server:
+    """A server the benchmark runs: one `Child` answering on a loopback port."""
+
+    child: Child
+    port: int
+    redis_prefix: str | None = None  # the Redis key prefix it works under, if it uses Redis
+    stop_timeout = 10.0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cpu_seconds(self) -> float:
+        return self.child.cpu_seconds()
+
+    def stop(self) -> None:
+        self.child.stop(timeout=self.stop_timeout)

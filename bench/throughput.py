@@ -20,13 +20,12 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from bench.bare_proxy import BareProxyProcess
 from bench.gateways import BENCH_DIR, PRIVATE_PATH, GatewayProcess, Secrets, issue_keys
 from bench.load import PeakResult, RateResult, merge_peaks, merge_rates, run_h2load, run_wrk
 from bench.nginx import Nginx
-from bench.procs import Child
+from bench.procs import Server
 from bench.redis_calls import CommandCounter, RoundTripMonitor
 
 __all__ = ["CASES", "CaseResult", "LoadPlan", "run_throughput"]
@@ -40,20 +39,6 @@ CASES: dict[str, str] = {
     "gateway_limits": "gateway, rate limits on",
     "nginx": "nginx proxy_pass",
 }
-
-
-class _Server(Protocol):
-    child: Child
-
-    @property
-    def url(self) -> str: ...
-
-    @property
-    def redis_prefix(self) -> str | None: ...
-
-    def cpu_seconds(self) -> float: ...
-
-    def stop(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -102,9 +87,9 @@ class CaseResult:
 
 
 def _start_servers(workers: int, workdir: Path, upstream: Nginx, database_url: str,
-                   redis_url: str, secrets_: Secrets) -> dict[str, _Server]:
+                   redis_url: str, secrets_: Secrets) -> dict[str, Server]:
     """Every case's server for this worker count (the upstream itself serves case 1)."""
-    servers: dict[str, _Server] = {}
+    servers: dict[str, Server] = {}
     gateway = functools.partial(GatewayProcess, workdir=workdir, database_url=database_url,
                                 redis_url=redis_url, upstream_url=upstream.url,
                                 secrets_=secrets_, workers=workers)
@@ -125,7 +110,7 @@ def _start_servers(workers: int, workdir: Path, upstream: Nginx, database_url: s
     return servers
 
 
-def _stop_servers(servers: dict[str, _Server]) -> None:
+def _stop_servers(servers: dict[str, Server]) -> None:
     for server in servers.values():
         server.stop()
 
@@ -165,7 +150,7 @@ def run_throughput(workers_list: list[int], plan: LoadPlan, workdir: Path, upstr
                 for server in servers.values():
                     server.child.pin(cpus)
             try:
-                every: dict[str, _Server] = {"direct": upstream, **servers}
+                every: dict[str, Server] = {"direct": upstream, **servers}
                 urls = {case: every[case].url + PRIVATE_PATH for case in CASES}
                 for case, url in urls.items():
                     run_wrk(url, connections=plan.connections, duration=plan.warmup,
