@@ -67,6 +67,10 @@ class _LocalGcra:
         return True, 0.0, math.floor((now - allow_at) / interval)
 
 
+# One script call waiting for its batch: the counter key, the script's arguments, the answer.
+_Call = tuple[str, list[float | int], asyncio.Future[list[int]]]
+
+
 class _AutoPipeline:
     """EVALSHAs issued in one turn of the event loop go to Redis as one pipeline.
 
@@ -78,7 +82,7 @@ class _AutoPipeline:
         self._client = client
         self._script = script
         self._sha = client.register_script(script).sha
-        self._pending: list[tuple[str, list[float | int], asyncio.Future[list[int]]]] = []
+        self._pending: list[_Call] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     def call(self, key: str, args: list[float | int]) -> asyncio.Future[list[int]]:
@@ -94,8 +98,7 @@ class _AutoPipeline:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, batch: list[tuple[str, list[float | int], asyncio.Future[list[int]]]]
-                    ) -> None:
+    async def _send(self, batch: list[_Call]) -> None:
         try:
             results = await self._execute(batch)
             if any(isinstance(r, NoScriptError) for r in results):
@@ -116,14 +119,12 @@ class _AutoPipeline:
                 future.set_result(cast(list[int], result))
 
     @staticmethod
-    def _fail(batch: list[tuple[str, list[float | int], asyncio.Future[list[int]]]],
-              exc: Exception) -> None:
+    def _fail(batch: list[_Call], exc: Exception) -> None:
         for _, _, future in batch:
             if not future.done():
                 future.set_exception(exc)
 
-    async def _execute(self, batch: list[tuple[str, list[float | int],
-                                               asyncio.Future[list[int]]]]) -> list[object]:
+    async def _execute(self, batch: list[_Call]) -> list[object]:
         pipe = self._client.pipeline(transaction=False)
         for key, args, _ in batch:
             pipe.evalsha(self._sha, 1, key, *args)
