@@ -66,7 +66,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     response: web.StreamResponse
     code = ""
     connections = gateway.connections
-    connection = connections.request_started(request.transport) if connections else None
+    guarded = connections.request_started(request.transport) if connections else None
     try:
         if _header_bytes(request) > gateway.settings.max_header_size:
             raise HeadersTooLarge
@@ -76,7 +76,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         ip = client_ip(request.remote,
                        request.headers.getall("X-Forwarded-For", ()) if trusted else (), trusted)
         ctx = RequestContext(request, request_id, path, ip, started, gateway)
-        ctx.connection = connection
+        ctx.connection = guarded.state if guarded is not None else None
         response = await run_pipeline(ctx)
     except GatewayError as error:
         if isinstance(error, KeyInvalid) and ctx is not None:
@@ -93,8 +93,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         code = InternalError.code
         response = error_response(InternalError(), request_id)
     finally:
-        if connections is not None:
-            connections.request_finished(request.transport)
+        if guarded is not None:
+            guarded.request_finished()
     _observe(gateway, ctx, request, request_id, response.status, code, started)
     return response
 

@@ -36,20 +36,13 @@ class ConnectionGuard:
         """A protocol factory wrapping aiohttp's."""
         return lambda: GuardedProtocol(self, inner())
 
-    def request_started(self, transport: asyncio.BaseTransport | None) -> ConnectionState | None:
-        """Suspend the connection's deadline; returns its state (None for an unknown one)."""
-        guarded = self.by_transport.get(transport) if transport is not None else None
-        if guarded is None:
-            return None
-        guarded.busy += 1
-        return guarded.state
-
-    def request_finished(self, transport: asyncio.BaseTransport | None) -> None:
+    def request_started(self, transport: asyncio.BaseTransport | None) -> GuardedProtocol | None:
+        """Suspend the connection's deadline until its `request_finished`; returns the
+        connection (None for an unknown one)."""
         guarded = self.by_transport.get(transport) if transport is not None else None
         if guarded is not None:
-            guarded.busy -= 1
-            if not guarded.busy:
-                guarded.deadline = asyncio.get_running_loop().time() + self.request_timeout
+            guarded.busy += 1
+        return guarded
 
     def sweep(self) -> None:
         """Close connections idle past their deadline (called about once a second)."""
@@ -87,6 +80,11 @@ class GuardedProtocol(asyncio.Protocol):
         self._guard.by_transport[transport] = self
         self._inner.connection_made(transport)
         self.deadline = asyncio.get_running_loop().time() + self._guard.request_timeout
+
+    def request_finished(self) -> None:
+        self.busy -= 1
+        if not self.busy:
+            self.deadline = asyncio.get_running_loop().time() + self._guard.request_timeout
 
     def expire(self) -> None:
         if not self.busy and self._transport is not None:
