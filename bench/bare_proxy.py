@@ -19,7 +19,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from aiohttp import web
@@ -136,13 +136,15 @@ def main(argv: list[str] | None = None) -> int:
 class BareProxyProcess(Server):
     """This module's `main` as a child process of the benchmark."""
 
-    def __init__(self, name: str, workdir: Path, upstream_url: str, workers: int) -> None:
+    def __init__(self, name: str, workdir: Path, upstream_url: str, workers: int, *,
+                 launcher: Sequence[str] = ()) -> None:
+        """`launcher`: a command the interpreter runs under (a profiler), if any."""
         self.port = free_port()
-        self.child = Child(name, [sys.executable, "-m", "bench.bare_proxy", "--port",
+        self.child = Child(name, [*launcher, sys.executable, "-m", "bench.bare_proxy", "--port",
                                   str(self.port), "--upstream", upstream_url,
                                   "--workers", str(workers)],
                            workdir / f"{name}.log", cwd=ROOT)
-        wait_http(f"{self.url}/", child=self.child)
+        wait_http(f"{self.url}/", timeout=180 if launcher else 30, child=self.child)
 
 if __name__ == "__main__":
     raise SystemExit(main())

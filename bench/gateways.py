@@ -43,7 +43,8 @@ class GatewayProcess(Server):
     def __init__(self, name: str, workdir: Path, *, database_url: str, redis_url: str,
                  upstream_url: str, secrets_: Secrets, workers: int = 1,
                  config: str = "gateway.yaml", rate_limits: bool = False,
-                 redis_prefix: str | None = None) -> None:
+                 redis_prefix: str | None = None, launcher: Sequence[str] = ()) -> None:
+        """`launcher`: a command the interpreter runs under (a profiler), if any."""
         self.name = name
         self.port = free_port()
         self.status_port = free_port()
@@ -64,12 +65,12 @@ class GatewayProcess(Server):
             "PYTHONPATH": str(ROOT),
         })
         argv: Sequence[str] = [
-            sys.executable, "-m", "gateway.cli", "serve", "--host", "127.0.0.1",
+            *launcher, sys.executable, "-m", "gateway.cli", "serve", "--host", "127.0.0.1",
             "--port", str(self.port), "--status-port", str(self.status_port),
             "--workers", str(workers),
         ]
         self.child = Child(name, argv, workdir / f"{name}.log", env=env)
-        wait_http(f"{self.url}/healthz", timeout=60, child=self.child)
+        wait_http(f"{self.url}/healthz", timeout=180 if launcher else 60, child=self.child)
 
     @property
     def pid(self) -> int:

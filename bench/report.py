@@ -137,6 +137,9 @@ def render(data: dict[str, Any]) -> str:
                 f"{_num(row['redis_round_trips_per_request'], '.2f', 7)}"
                 + ("  ERRORS" if peak["errors"] or fixed.get("errors") else ""))
         lines.append("")
+    counts = data.get("instructions")
+    if counts:
+        lines += _instruction_lines(counts)
     scale = data.get("scale")
     if scale:
         lines.append(f"scale: {scale['keys']:,} keys ({scale['table_bytes'] / 1e6:.0f} MB with "
@@ -172,6 +175,19 @@ def render(data: dict[str, Any]) -> str:
             verdict = {True: "PASS", False: "FAIL", None: "n/a "}[c["ok"]]
             lines.append(f"  [{verdict}] {c['target']}: {c['value']}")
     return "\n".join(lines)
+
+
+def _instruction_lines(counts: list[dict[str, Any]]) -> list[str]:
+    bare = next((c["per_request"] for c in counts if c["case"] == "bare"), None)
+    lines = [f"instructions per request (callgrind, {counts[0]['requests']:,} requests one after "
+             f"another on one connection, user space, idle rate removed; 1 worker):"]
+    for count in counts:
+        value = count["per_request"]
+        versus = ("" if bare is None or count["case"] == "bare"
+                  else f"  {bare / value:.3f} x bare ({value - bare:+,} instructions)")
+        lines.append(f"  {count['label']:<25} {value:>10,}{versus}")
+    lines.append("")
+    return lines
 
 
 def save(data: dict[str, Any], folder: Path, stamp: str) -> Path:

@@ -34,7 +34,7 @@ from bench.throughput import LoadPlan, run_throughput
 
 __all__ = ["main"]
 
-PARTS = ("throughput", "profile", "scale", "revocation")
+PARTS = ("throughput", "instructions", "profile", "scale", "revocation")
 
 
 def _say(message: str) -> None:
@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
                                                "(5,000; quick 1,000)")
     p.add_argument("--deletions", type=int, help="deletions per phase of the revocation run "
                                                  "(100; quick 20)")
+    p.add_argument("--requests", type=int,
+                   help="requests per server counted under callgrind (2,000; quick 500)")
     p.add_argument("--profile-seconds", type=float, default=8.0, help="py-spy sampling time (8)")
     p.add_argument("--output", type=Path, default=BENCH_DIR / "results",
                    help="where the JSON (and the profile) go (bench/results)")
@@ -73,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_setup() -> None:
-    if all(shutil.which(tool) for tool in ("wrk", "h2load")) and (
+    if all(shutil.which(tool) for tool in ("wrk", "h2load", "valgrind")) and (
             shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
         return
     subprocess.run(["bash", str(BENCH_DIR / "setup.sh")], check=True)
@@ -160,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          stores.redis_url, secrets_, _say)
                 os.sched_setaffinity(0, every_cpu)  # the other parts start servers unpinned
                 data["throughput"] = throughput_rows(results)
+            if "instructions" in parts:
+                data["instructions"] = _instructions(args, workdir, upstream, stores.database_url,
+                                                     stores.redis_url, secrets_)
             if "profile" in parts:
                 data["profile"] = _profile(args, workdir, upstream, stores.database_url,
                                            stores.redis_url, secrets_, stamp)
@@ -194,6 +199,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     _say(render(data))
     _say(f"\nsaved {path} ({data['meta']['seconds']} s)")
     return 0
+
+
+def _instructions(args: argparse.Namespace, workdir: Path, upstream: Nginx, database_url: str,
+                  redis_url: str, secrets_: Secrets) -> list[dict[str, Any]]:
+    from bench.instructions import callgrind_available, run_instructions
+
+    if not callgrind_available():
+        raise RuntimeError("valgrind is not installed (bench/setup.sh installs it)")
+    token = asyncio.run(issue_key(database_url, secrets_))
+    counts = run_instructions(workdir, upstream.url, database_url, redis_url, secrets_, token,
+                              requests=args.requests or (500 if args.quick else 2000),
+                              idle=2.0 if args.quick else 5.0, say=_say)
+    return [count.as_dict() for count in counts]
 
 
 def _profile(args: argparse.Namespace, workdir: Path, upstream: Nginx, database_url: str,

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the benchmark's tools from Debian's packages when one is missing:
-# nginx (the upstream and the proxy_pass reference), wrk (peak load), h2load (fixed-rate load).
+# nginx (the upstream and the proxy_pass reference), wrk (peak load), h2load (fixed-rate load),
+# valgrind (instructions per request, counted by callgrind).
 set -euo pipefail
 
 missing=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
+command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then
