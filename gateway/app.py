@@ -15,7 +15,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from gateway.client_ip import client_ip, ip_text
 from gateway.context import RequestContext
@@ -43,7 +43,7 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 def request_id_of(request: web.Request) -> str:
     """The client's X-Request-Id when it is safe to echo and log, else a fresh one."""
-    given = request.headers.get("X-Request-Id")
+    given = request.headers.get(hdrs.X_REQUEST_ID)  # an istr: looked up without case-folding
     if given is not None and _REQUEST_ID.fullmatch(given):
         return given
     return os.urandom(12).hex()
@@ -74,7 +74,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         trusted = gateway.settings.trusted_proxies
         # X-Forwarded-For is read only when some proxy may be believed.
         ip = client_ip(request.remote,
-                       request.headers.getall("X-Forwarded-For", ()) if trusted else (), trusted)
+                       request.headers.getall(hdrs.X_FORWARDED_FOR, ()) if trusted else (), trusted)
         ctx = RequestContext(request, request_id, path, ip, started, gateway)
         ctx.connection = guarded.state if guarded is not None else None
         response = await run_pipeline(ctx)

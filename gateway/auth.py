@@ -5,6 +5,8 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable
 
+from aiohttp import hdrs
+
 from gateway.context import RequestContext
 from gateway.errors import KeyInvalid, KeyMissing
 from gateway.keys import parse_token, verify_secret
@@ -22,7 +24,7 @@ def parse_key(ctx: RequestContext) -> None:
     Raises `KeyMissing` without a key, `KeyInvalid` for a malformed token, another scheme,
     or two keys in one request. No I/O: junk never reaches Redis or PostgreSQL.
     """
-    values = ctx.request.headers.getall("Authorization", ())
+    values = ctx.request.headers.getall(hdrs.AUTHORIZATION, ())  # istr: no case-folding
     if not values:
         raise KeyMissing
     if len(values) > 1:
@@ -75,7 +77,7 @@ def _accept(ctx: RequestContext, record: KeyRecord | None) -> None:
                              ctx.gateway.peppers):
             raise KeyInvalid
         if known is not None:
-            known.authorization = ctx.request.headers["Authorization"]
+            known.authorization = ctx.request.headers[hdrs.AUTHORIZATION]
             known.token, known.key = token, record
     ctx.key = record
     ctx.gateway.usage.touch(record.key_id)

@@ -14,8 +14,8 @@ import time
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
-from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
+from aiohttp import hdrs, web
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
 from gateway.client_ip import forwarded_for, ip_text, is_trusted, parse_ip
@@ -64,10 +64,22 @@ def create_upstream_session(connections: int, connect_timeout: float) -> aiohttp
 
 _DROPPED_UPSTREAM = HOP_BY_HOP | _STRIPPED
 
+# The names we set, as `istr`: a multidict then need not case-fold them on each insert, and
+# aiohttp's client copies the headers three times on their way to the socket.
+_FORWARDED_FOR = istr("X-Forwarded-For")
+_FORWARDED_PROTO = istr("X-Forwarded-Proto")
+_FORWARDED_HOST = istr("X-Forwarded-Host")
+_REQUEST_ID = istr("X-Request-Id")
+_ACCOUNT_ID = istr("X-Gateway-Account-Id")
+_KEY_ID = istr("X-Gateway-Key-Id")
+_PERMISSIONS = istr("X-Gateway-Permissions")
+_RATELIMIT_LIMIT = istr("X-RateLimit-Limit")
+_RATELIMIT_REMAINING = istr("X-RateLimit-Remaining")
+
 
 def _dropped(headers: CIMultiDictProxy[str], base: frozenset[str]) -> frozenset[str]:
     """`base` plus the headers the Connection header names as hop-by-hop (RFC 9110 7.6.1)."""
-    named = headers.getall("Connection", ())
+    named = headers.getall(hdrs.CONNECTION, ())
     if not named:
         return base
     return base | {t.strip().lower() for v in named for t in v.split(",")}
@@ -107,18 +119,18 @@ def build_upstream_headers(ctx: RequestContext) -> CIMultiDict[str]:
     peer = parse_ip(request.remote or "")
     trusted = gateway.settings.trusted_proxies
     trusted_peer = bool(trusted) and peer is not None and is_trusted(peer, trusted)
-    chain = forwarded_for(incoming.getall("X-Forwarded-For", ())) if trusted_peer else []
-    headers["X-Forwarded-For"] = ", ".join([*chain, ip_text(peer or ctx.client_ip)])
-    proto = incoming.get("X-Forwarded-Proto") if trusted_peer else None
-    headers["X-Forwarded-Proto"] = proto or request.scheme
-    host = (incoming.get("X-Forwarded-Host") if trusted_peer else None) or incoming.get("Host")
+    chain = forwarded_for(incoming.getall(_FORWARDED_FOR, ())) if trusted_peer else []
+    headers[_FORWARDED_FOR] = ", ".join([*chain, ip_text(peer or ctx.client_ip)])
+    proto = incoming.get(_FORWARDED_PROTO) if trusted_peer else None
+    headers[_FORWARDED_PROTO] = proto or request.scheme
+    host = (incoming.get(_FORWARDED_HOST) if trusted_peer else None) or incoming.get(hdrs.HOST)
     if host:
-        headers["X-Forwarded-Host"] = host
-    headers["X-Request-Id"] = ctx.request_id
+        headers[_FORWARDED_HOST] = host
+    headers[_REQUEST_ID] = ctx.request_id
     if ctx.key is not None:
-        headers["X-Gateway-Account-Id"] = str(ctx.key.account_id)
-        headers["X-Gateway-Key-Id"] = ctx.key.key_id
-        headers["X-Gateway-Permissions"] = _permission_list(ctx.key.permissions)
+        headers[_ACCOUNT_ID] = str(ctx.key.account_id)
+        headers[_KEY_ID] = ctx.key.key_id
+        headers[_PERMISSIONS] = _permission_list(ctx.key.permissions)
     if gateway.settings.upstream_secret:
         headers[gateway.settings.upstream_secret_header] = gateway.settings.upstream_secret
     return headers
@@ -221,7 +233,7 @@ async def forward(ctx: RequestContext) -> web.StreamResponse:
 
 def _decorate(ctx: RequestContext, response: web.StreamResponse) -> None:
     """The gateway's own response headers."""
-    response.headers["X-Request-Id"] = ctx.request_id
+    response.headers[_REQUEST_ID] = ctx.request_id
     if ctx.rate_limit is not None:
-        response.headers["X-RateLimit-Limit"] = str(ctx.rate_limit)
-        response.headers["X-RateLimit-Remaining"] = str(ctx.rate_remaining)
+        response.headers[_RATELIMIT_LIMIT] = str(ctx.rate_limit)
+        response.headers[_RATELIMIT_REMAINING] = str(ctx.rate_remaining)
