@@ -84,8 +84,11 @@ class Gateway:
                              settings.key_cache_stale_ttl, settings.key_cache_size)
         self.store = LayeredKeyStore(memory, redis_cache,
                                      PostgresKeyStore(self.pool, settings.store_timeout))
-        self.limiter = (RateLimiter(self.redis, settings.redis_prefix)
-                        if settings.rate_limits else None)
+        self.limiter = None
+        if settings.rate_limits:
+            self.limiter = RateLimiter(self.redis, settings.redis_prefix,
+                                       timeout=settings.store_timeout)
+            self._stack.push_async_callback(self.limiter.aclose)
         self.guard = AuthFailureGuard(self.redis, settings.redis_prefix, settings.auth_fail_limit,
                                       settings.auth_fail_window, settings.ip_block_duration)
         await self.guard.load()

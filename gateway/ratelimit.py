@@ -8,6 +8,7 @@ so gateways with skewed clocks still share one budget.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import time
@@ -22,6 +23,7 @@ from gateway.client_ip import ip_text
 from gateway.context import RequestContext
 from gateway.errors import RateLimited
 from gateway.routes import RateLimit
+from gateway.store.resp import Pipe, open_pipe
 
 __all__ = ["RateLimiter", "apply_rate_limit"]
 
@@ -72,16 +74,16 @@ _Call = tuple[str, list[float | int], asyncio.Future[list[int]]]
 
 
 class _AutoPipeline:
-    """EVALSHAs issued in one turn of the event loop go to Redis as one pipeline.
+    """EVALSHAs issued in one turn of the event loop go to Redis as one batch.
 
     Each request still costs exactly one round trip's worth of waiting, but N concurrent
-    requests share one connection checkout, one write and one read instead of N of each.
+    requests share one write and one read instead of N of each.
     """
 
-    def __init__(self, client: aioredis.Redis, script: str) -> None:
-        self._client = client
+    def __init__(self, pipe: Pipe, script: str) -> None:
+        self._pipe = pipe
         self._script = script
-        self._sha = client.register_script(script).sha
+        self._sha = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 (Redis's script id)
         self._pending: list[_Call] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -102,7 +104,7 @@ class _AutoPipeline:
         try:
             results = await self._execute(batch)
             if any(isinstance(r, NoScriptError) for r in results):
-                await self._client.script_load(self._script)
+                await self._pipe.execute([("SCRIPT", "LOAD", self._script)])
                 results = await self._execute(batch)
         except asyncio.CancelledError:
             self._fail(batch, RedisError("rate limiter shutting down"))
@@ -124,25 +126,27 @@ class _AutoPipeline:
             if not future.done():
                 future.set_exception(exc)
 
-    async def _execute(self, batch: list[_Call]) -> list[object]:
-        pipe = self._client.pipeline(transaction=False)
-        for key, args, _ in batch:
-            pipe.evalsha(self._sha, 1, key, *args)
-        return await pipe.execute(raise_on_error=False)
+    def _execute(self, batch: list[_Call]) -> Awaitable[list[object]]:
+        return self._pipe.execute([("EVALSHA", self._sha, 1, key, *args)
+                                   for key, args, _ in batch])
 
 
 class RateLimiter:
     """Counts requests against a `RateLimit`; Redis first, the local fallback while it is down."""
 
-    def __init__(self, client: aioredis.Redis | None, prefix: str, retry_after: float = 1.0
-                 ) -> None:
-        self._client = client
+    def __init__(self, client: aioredis.Redis | None, prefix: str, retry_after: float = 1.0,
+                 timeout: float = 1.0) -> None:
         self._prefix = prefix
-        self._script = _AutoPipeline(client, _GCRA) if client is not None else None
+        self._pipe = open_pipe(client, timeout) if client is not None else None
+        self._script = _AutoPipeline(self._pipe, _GCRA) if self._pipe is not None else None
         self._local = _LocalGcra()
         self._retry_after = retry_after
         self._down_until = 0.0
         self.rejected = 0
+
+    async def aclose(self) -> None:
+        if self._pipe is not None:
+            await self._pipe.aclose()
 
     def counter_key(self, limit: RateLimit, ctx: RequestContext) -> str:
         if limit.per == "account" and ctx.key is not None:
