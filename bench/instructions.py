@@ -118,7 +118,8 @@ def _measure(case: str, label: str, server: Server, out: Path, headers: Mapping[
 def run_instructions(workdir: Path, upstream_url: str, database_url: str, redis_url: str,
                      secrets_: Secrets, token: str, *, requests: int, idle: float,
                      say: Callable[[str], None]) -> list[InstructionCount]:
-    """Bare proxy, warm gateway, gateway without access log, gateway with rate limits."""
+    """Bare proxy; the gateway warm, without access log, with a cold cache (every lookup
+    asks Redis), with rate limits."""
     folder = workdir / "callgrind"
     folder.mkdir(exist_ok=True)
 
@@ -138,6 +139,9 @@ def run_instructions(workdir: Path, upstream_url: str, database_url: str, redis_
         ("gateway_quiet", "gateway, access log off",
          lambda: GatewayProcess("gateway-quiet-counted", config="gateway-quiet.yaml",
                                 launcher=launcher("gateway_quiet"), **gateway_args)),
+        ("gateway_cold", "gateway, cold cache",
+         lambda: GatewayProcess("gateway-cold-counted", config="gateway-cold.yaml",
+                                launcher=launcher("gateway_cold"), **gateway_args)),
         ("gateway_limits", "gateway, rate limits on",
          lambda: GatewayProcess("gateway-limits-counted", rate_limits=True,
                                 launcher=launcher("gateway_limits"), **gateway_args)),
