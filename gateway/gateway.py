@@ -28,6 +28,7 @@ from gateway.store.layered import LayeredKeyStore
 from gateway.store.memory import MemoryCache
 from gateway.store.postgres import PostgresKeyStore, create_pool
 from gateway.store.redis import RedisKeyCache, connect_redis
+from gateway.store.resp import open_pipe
 from gateway.usage import UsageRecorder
 
 __all__ = ["Gateway"]
@@ -79,16 +80,16 @@ class Gateway:
         self._stack.push_async_callback(self.pool.close)
         self.redis = connect_redis(settings.redis_url, settings.store_timeout)
         self._stack.push_async_callback(self.redis.aclose)
-        redis_cache = RedisKeyCache.from_settings(self.redis, settings)
+        # The hot path's Redis calls (key lookups, rate limits) share one lean connection.
+        pipe = open_pipe(self.redis)
+        self._stack.push_async_callback(pipe.aclose)
+        redis_cache = RedisKeyCache.from_settings(self.redis, settings, pipe)
         memory = MemoryCache(settings.key_cache_ttl, settings.negative_cache_ttl,
                              settings.key_cache_stale_ttl, settings.key_cache_size)
         self.store = LayeredKeyStore(memory, redis_cache,
                                      PostgresKeyStore(self.pool, settings.store_timeout))
-        self.limiter = None
-        if settings.rate_limits:
-            self.limiter = RateLimiter(self.redis, settings.redis_prefix,
-                                       timeout=settings.store_timeout)
-            self._stack.push_async_callback(self.limiter.aclose)
+        self.limiter = (RateLimiter(pipe, settings.redis_prefix)
+                        if settings.rate_limits else None)
         self.guard = AuthFailureGuard(self.redis, settings.redis_prefix, settings.auth_fail_limit,
                                       settings.auth_fail_window, settings.ip_block_duration)
         await self.guard.load()

@@ -16,14 +16,13 @@ from collections import OrderedDict
 from collections.abc import Awaitable
 from typing import cast
 
-import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
 from gateway.client_ip import ip_text
 from gateway.context import RequestContext
 from gateway.errors import RateLimited
 from gateway.routes import RateLimit
-from gateway.store.resp import Pipe, open_pipe
+from gateway.store.resp import Pipe
 
 __all__ = ["RateLimiter", "apply_rate_limit"]
 
@@ -134,19 +133,13 @@ class _AutoPipeline:
 class RateLimiter:
     """Counts requests against a `RateLimit`; Redis first, the local fallback while it is down."""
 
-    def __init__(self, client: aioredis.Redis | None, prefix: str, retry_after: float = 1.0,
-                 timeout: float = 1.0) -> None:
+    def __init__(self, pipe: Pipe | None, prefix: str, retry_after: float = 1.0) -> None:
         self._prefix = prefix
-        self._pipe = open_pipe(client, timeout) if client is not None else None
-        self._script = _AutoPipeline(self._pipe, _GCRA) if self._pipe is not None else None
+        self._script = _AutoPipeline(pipe, _GCRA) if pipe is not None else None
         self._local = _LocalGcra()
         self._retry_after = retry_after
         self._down_until = 0.0
         self.rejected = 0
-
-    async def aclose(self) -> None:
-        if self._pipe is not None:
-            await self._pipe.aclose()
 
     def counter_key(self, limit: RateLimit, ctx: RequestContext) -> str:
         if limit.per == "account" and ctx.key is not None:

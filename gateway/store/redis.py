@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from gateway.settings import Settings
 from gateway.store.base import KeyRecord, decode_record, encode_record
+from gateway.store.resp import ClientPipe, Pipe
 
 __all__ = ["NEGATIVE", "TOMBSTONE", "RedisKeyCache", "RedisUnavailable", "connect_redis"]
 
@@ -41,6 +42,13 @@ def connect_redis(url: str, timeout: float) -> aioredis.Redis:
     )
 
 
+def _ok(reply: object) -> object:
+    """A reply, or its error raised."""
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
 class RedisKeyCache:
     """Read-through cache of key records in Redis, with a circuit breaker for outages."""
 
@@ -52,8 +60,11 @@ class RedisKeyCache:
         negative_ttl: float,
         tombstone_ttl: float,
         retry_after: float = 1.0,
+        pipe: Pipe | None = None,
     ) -> None:
         self.client = client
+        # Lookups and fills: over the caller's lean connection when it has one.
+        self._pipe = pipe if pipe is not None else ClientPipe(client)
         self.prefix = prefix
         self._ttl = max(1, int(ttl))
         self._negative_ttl = max(1, int(negative_ttl))
@@ -62,10 +73,11 @@ class RedisKeyCache:
         self._down_until = 0.0
 
     @classmethod
-    def from_settings(cls, client: aioredis.Redis, settings: Settings) -> RedisKeyCache:
+    def from_settings(cls, client: aioredis.Redis, settings: Settings,
+                      pipe: Pipe | None = None) -> RedisKeyCache:
         """The cache every gateway, deleter and test shares: prefix and TTLs from settings."""
         return cls(client, settings.redis_prefix, settings.redis_key_ttl,
-                   settings.negative_cache_ttl, settings.tombstone_ttl)
+                   settings.negative_cache_ttl, settings.tombstone_ttl, pipe=pipe)
 
     def cache_key(self, key_id: str) -> str:
         return f"{self.prefix}key:{key_id}"
@@ -88,7 +100,7 @@ class RedisKeyCache:
         if not self.is_up:
             raise RedisUnavailable
         try:
-            data = await self.client.get(self.cache_key(key_id))
+            data = _ok((await self._pipe.execute([("GET", self.cache_key(key_id))]))[0])
         except (RedisError, OSError) as exc:
             self._mark_down(exc)
             raise RedisUnavailable from exc
@@ -96,7 +108,7 @@ class RedisKeyCache:
             return False, None
         if data in (NEGATIVE, TOMBSTONE):
             return True, None
-        return True, decode_record(key_id, data if isinstance(data, bytes) else data.encode())
+        return True, decode_record(key_id, data if isinstance(data, bytes) else str(data).encode())
 
     async def fill(self, key_id: str, record: KeyRecord | None) -> None:
         """Cache a PostgreSQL answer unless something (a tombstone) is already there."""
@@ -106,7 +118,8 @@ class RedisKeyCache:
             (encode_record(record), self._ttl) if record else (NEGATIVE, self._negative_ttl)
         )
         try:
-            await self.client.set(self.cache_key(key_id), value, ex=ttl, nx=True)
+            _ok((await self._pipe.execute(
+                [("SET", self.cache_key(key_id), value, "EX", ttl, "NX")]))[0])
         except (RedisError, OSError) as exc:
             self._mark_down(exc)
 

@@ -28,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["Command", "Pipe", "RespPipe", "open_pipe", "pack"]
+__all__ = ["ClientPipe", "Command", "Pipe", "RespPipe", "open_pipe", "pack"]
 
 Command = Sequence[bytes | str | int | float]
 
@@ -41,12 +41,13 @@ class Pipe(Protocol):
     async def aclose(self) -> None: ...
 
 
-def open_pipe(client: aioredis.Redis, timeout: float) -> Pipe:
-    """A `RespPipe` to the server `client` talks to; over TLS, the client's own pipelines."""
-    return RespPipe.for_client(client, timeout) or _ClientPipe(client)
+def open_pipe(client: aioredis.Redis) -> Pipe:
+    """A `RespPipe` to the server `client` talks to, with its timeout; over TLS, the
+    client's own pipelines."""
+    return RespPipe.for_client(client) or ClientPipe(client)
 
 
-class _ClientPipe:
+class ClientPipe:
     """The same through redis-py (TLS, and whatever else its connection classes know)."""
 
     def __init__(self, client: aioredis.Redis) -> None:
@@ -162,7 +163,7 @@ class RespPipe:
         self._lock = asyncio.Lock()
 
     @classmethod
-    def for_client(cls, client: aioredis.Redis, timeout: float) -> RespPipe | None:
+    def for_client(cls, client: aioredis.Redis) -> RespPipe | None:
         """A pipe to the server `client` talks to; None over TLS (left to redis-py)."""
         pool = client.connection_pool
         kwargs = pool.connection_kwargs
@@ -173,7 +174,7 @@ class RespPipe:
         return cls(host=kwargs.get("host", "127.0.0.1"), port=int(kwargs.get("port", 6379)),
                    path=path, db=int(kwargs.get("db", 0) or 0),
                    username=kwargs.get("username"), password=kwargs.get("password"),
-                   timeout=timeout)
+                   timeout=float(kwargs.get("socket_timeout") or 1.0))
 
     async def execute(self, commands: Sequence[Command]) -> list[object]:
         """The replies to `commands`, in order. Raises `redis.exceptions.RedisError` (or

@@ -17,7 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.ratelimit import RateLimiter
 from gateway.routes import RateLimit
-from gateway.store.resp import RespPipe, open_pipe, pack
+from gateway.store.resp import ClientPipe, RespPipe, open_pipe, pack
 from tests.support.services import PrivateRedis
 
 
@@ -29,7 +29,7 @@ def test_pack_writes_resp_arrays_of_bulk_strings() -> None:
 async def test_replies_come_back_in_order_with_error_replies_in_place(
         redis_url: str, redis_prefix: str) -> None:
     client = aioredis.Redis.from_url(redis_url)
-    pipe = open_pipe(client, timeout=1.0)
+    pipe = open_pipe(client)
     assert isinstance(pipe, RespPipe)  # not TLS: the lean connection
     key = f"{redis_prefix}pipe"
     try:
@@ -55,12 +55,12 @@ async def test_handshake_selects_the_database_and_authenticates(
     await admin.aclose()
     url = f"redis://:s3cret@127.0.0.1:{private_redis.port}/3"
     client = aioredis.Redis.from_url(url)
-    pipe = open_pipe(client, timeout=1.0)
+    pipe = open_pipe(client)
     try:
         assert await pipe.execute([("SET", "selected", "yes")]) == [b"OK"]
         assert await client.get("selected") == b"yes"  # redis-py, same URL: database 3
         wrong = open_pipe(aioredis.Redis.from_url(
-            f"redis://:wrong@127.0.0.1:{private_redis.port}/0"), timeout=1.0)
+            f"redis://:wrong@127.0.0.1:{private_redis.port}/0"))
         with pytest.raises(RedisError, match="handshake"):
             await wrong.execute([("PING",)])
     finally:
@@ -105,16 +105,16 @@ async def test_a_paused_server_times_out_and_the_late_replies_are_not_misread(
 async def test_rate_limiter_counts_in_redis_then_locally_while_it_is_down(
         private_redis: PrivateRedis, redis_prefix: str) -> None:
     client = aioredis.Redis.from_url(private_redis.url)
-    limiter = RateLimiter(client, redis_prefix, retry_after=0.2, timeout=0.5)
+    pipe = RespPipe(port=private_redis.port, timeout=0.5)
+    limiter = RateLimiter(pipe, redis_prefix, retry_after=0.2)
     limit = RateLimit(limit=3, period=60.0, per="ip", bucket="test")
     try:
         allowed = [(await limiter.hit(f"{redis_prefix}a", limit))[0] for _ in range(4)]
         assert allowed == [True, True, True, False]
         assert await client.exists(f"{redis_prefix}a") == 1  # counted in Redis
         # A fresh limiter (another process) shares the budget through Redis.
-        other = RateLimiter(client, redis_prefix, timeout=0.5)
+        other = RateLimiter(ClientPipe(client), redis_prefix)  # through redis-py this time
         assert (await other.hit(f"{redis_prefix}a", limit))[0] is False
-        await other.aclose()
         private_redis.stop()
         local = [(await limiter.hit(f"{redis_prefix}b", limit))[0] for _ in range(4)]
         assert local == [True, True, True, False]  # still limited, per process
@@ -125,5 +125,5 @@ async def test_rate_limiter_counts_in_redis_then_locally_while_it_is_down(
         assert await restarted.exists(f"{redis_prefix}c") == 1
         await restarted.aclose()
     finally:
-        await limiter.aclose()
+        await pipe.aclose()
         await client.aclose()
