@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from gateway.settings import Settings
 from gateway.store.base import KeyRecord, decode_record, encode_record
-from gateway.store.resp import ClientPipe, Pipe
+from gateway.store.resp import ClientPipe, Pipe, call
 
 __all__ = ["NEGATIVE", "TOMBSTONE", "RedisKeyCache", "RedisUnavailable", "connect_redis"]
 
@@ -40,13 +40,6 @@ def connect_redis(url: str, timeout: float) -> aioredis.Redis:
         health_check_interval=30,
         max_connections=200,
     )
-
-
-def _ok(reply: object) -> object:
-    """A reply, or its error raised."""
-    if isinstance(reply, Exception):
-        raise reply
-    return reply
 
 
 class RedisKeyCache:
@@ -100,7 +93,7 @@ class RedisKeyCache:
         if not self.is_up:
             raise RedisUnavailable
         try:
-            data = _ok((await self._pipe.execute([("GET", self.cache_key(key_id))]))[0])
+            data = await call(self._pipe, "GET", self.cache_key(key_id))
         except (RedisError, OSError) as exc:
             self._mark_down(exc)
             raise RedisUnavailable from exc
@@ -118,8 +111,7 @@ class RedisKeyCache:
             (encode_record(record), self._ttl) if record else (NEGATIVE, self._negative_ttl)
         )
         try:
-            _ok((await self._pipe.execute(
-                [("SET", self.cache_key(key_id), value, "EX", ttl, "NX")]))[0])
+            await call(self._pipe, "SET", self.cache_key(key_id), value, "EX", ttl, "NX")
         except (RedisError, OSError) as exc:
             self._mark_down(exc)
 
