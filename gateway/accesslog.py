@@ -212,12 +212,18 @@ class AccessLog:
             if rows:
                 # Denials of unknown keys have no owner; the others name the key's account.
                 await self._pool.executemany(_AUDIT_INSERT, rows)
+                rows = []  # written
             now = time.monotonic()
             if now - self._pruned_at >= _PRUNE_EVERY:
                 self._pruned_at = now
                 await self._pool.execute(
                     "DELETE FROM audit_log WHERE at < now() - make_interval(secs => $1)",
                     self._retention)
+        except asyncio.CancelledError:
+            # Stopped mid-write (shutdown): the last flush writes them again. A row the server
+            # had already taken is then written twice; an audit log had better repeat than lose.
+            self._pending[:0] = rows
+            raise
         except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             log.warning("audit log write failed, %d denial row(s) lost: %r", len(rows), exc)
         if self.dropped:
