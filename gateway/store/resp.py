@@ -123,7 +123,14 @@ class _Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
-        while (value := self._reader.gets()) is not False:
+        while True:
+            try:
+                value = self._reader.gets()
+            except hiredis.ProtocolError as exc:  # not RESP: nothing after it can be trusted
+                self.close(RedisConnectionError(f"Redis sent something not RESP: {exc}"))
+                return
+            if value is False:
+                return
             if not self._waiting:
                 self.close(RedisConnectionError("Redis sent a reply nobody asked for"))
                 return

@@ -1,7 +1,8 @@
 """Needs: Redis (tests/conftest.py); some tests start a Redis of their own.
 
 The rate limiter's lean Redis connection (`gateway/store/resp.py`) against a real server:
-replies in order, error replies, the handshake, a server that goes away, pauses or refuses;
+replies in order, error replies, the handshake, a server that goes away, pauses, refuses or
+does not speak RESP;
 and the rate limiter on top of it, with Redis up and down.
 """
 
@@ -100,6 +101,23 @@ async def test_a_paused_server_times_out_and_the_late_replies_are_not_misread(
     finally:
         await pipe.aclose()
         await admin.aclose()
+
+
+async def test_a_server_speaking_something_else_fails_the_batch_cleanly() -> None:
+    async def not_redis(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        await writer.drain()
+
+    server = await asyncio.start_server(not_redis, "127.0.0.1", 0)
+    pipe = RespPipe(port=server.sockets[0].getsockname()[1], timeout=1.0)
+    try:
+        with pytest.raises(RedisError, match="not RESP"):
+            await pipe.execute([("PING",)])
+    finally:
+        await pipe.aclose()
+        server.close()
+        await server.wait_closed()
 
 
 async def test_rate_limiter_counts_in_redis_then_locally_while_it_is_down(
