@@ -1,7 +1,7 @@
 """`make bench`: every benchmark in one run, a table at the end, JSON under bench/results/.
 
-    python -m bench.run                  # everything, about 10 minutes
-    python -m bench.run --quick          # short runs and 100,000 keys, under 3 minutes
+    python -m bench.run                  # everything, about 13 minutes
+    python -m bench.run --quick          # short runs and 100,000 keys, about 4 minutes
     python -m bench.run --parts throughput --workers 1
 
 See bench/README.md for what each part measures and how to read the table.
