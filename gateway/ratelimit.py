@@ -8,13 +8,14 @@ so gateways with skewed clocks still share one budget.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable
-from typing import cast
+from typing import Any, cast
 
 from redis.exceptions import NoScriptError, RedisError
 
@@ -84,7 +85,7 @@ class _AutoPipeline:
         self._script = script
         self._sha = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 (Redis's script id)
         self._pending: list[_Call] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
 
     def call(self, key: str, args: list[float | int]) -> asyncio.Future[list[int]]:
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
@@ -95,21 +96,34 @@ class _AutoPipeline:
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
-        task = asyncio.ensure_future(self._send(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._send(batch, reloaded=False)
 
-    async def _send(self, batch: list[_Call]) -> None:
+    def _send(self, batch: list[_Call], *, reloaded: bool) -> None:
+        # Connected, the pipe hands back the batch's future: answered by a callback, with no
+        # task to create and step through. Connecting first, it is a coroutine: then a task.
         try:
-            results = await self._execute(batch)
-            if any(isinstance(r, NoScriptError) for r in results):
-                await self._pipe.execute([("SCRIPT", "LOAD", self._script)])
-                results = await self._execute(batch)
-        except asyncio.CancelledError:
-            self._fail(batch, RedisError("rate limiter shutting down"))
-            raise
-        except Exception as exc:  # the callers decide (fallback to local limits)
+            sending = self._pipe.execute(
+                [("EVALSHA", self._sha, 1, key, *args) for key, args, _ in batch])
+        except Exception as exc:  # whatever it is, the batch must hear of it
             self._fail(batch, exc)
+            return
+        sent = asyncio.ensure_future(sending)
+        if isinstance(sent, asyncio.Task):
+            self._keep(sent)
+        sent.add_done_callback(functools.partial(self._answer, batch, reloaded))
+
+    def _answer(self, batch: list[_Call], reloaded: bool,
+                sent: asyncio.Future[list[object]]) -> None:
+        if sent.cancelled():
+            self._fail(batch, RedisError("rate limiter shutting down"))
+            return
+        error = sent.exception()
+        if error is not None:  # the callers decide (fallback to local limits)
+            self._fail(batch, error)
+            return
+        results = sent.result()
+        if not reloaded and any(isinstance(r, NoScriptError) for r in results):
+            self._keep(asyncio.ensure_future(self._load_and_send(batch)))
             return
         for (_, _, future), result in zip(batch, results, strict=True):
             if future.done():
@@ -119,15 +133,24 @@ class _AutoPipeline:
             else:
                 future.set_result(cast(list[int], result))
 
+    async def _load_and_send(self, batch: list[_Call]) -> None:
+        """Redis lost the script (a restart, SCRIPT FLUSH): load it, then send again."""
+        try:
+            await self._pipe.execute([("SCRIPT", "LOAD", self._script)])
+        except Exception as exc:  # the callers decide (local limits)
+            self._fail(batch, exc)
+            return
+        self._send(batch, reloaded=True)
+
+    def _keep(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     @staticmethod
-    def _fail(batch: list[_Call], exc: Exception) -> None:
+    def _fail(batch: list[_Call], exc: BaseException) -> None:
         for _, _, future in batch:
             if not future.done():
                 future.set_exception(exc)
-
-    def _execute(self, batch: list[_Call]) -> Awaitable[list[object]]:
-        return self._pipe.execute([("EVALSHA", self._sha, 1, key, *args)
-                                   for key, args, _ in batch])
 
 
 class RateLimiter:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
 import hiredis
@@ -37,7 +37,7 @@ Command = Sequence[bytes | str | int | float]
 class Pipe(Protocol):
     """Batches of commands to Redis, the replies in order (error replies as instances)."""
 
-    async def execute(self, commands: Sequence[Command]) -> list[object]: ...
+    def execute(self, commands: Sequence[Command]) -> Awaitable[list[object]]: ...
 
     async def aclose(self) -> None: ...
 
@@ -192,12 +192,20 @@ class RespPipe:
                    username=kwargs.get("username"), password=kwargs.get("password"),
                    timeout=float(kwargs.get("socket_timeout") or 1.0))
 
-    async def execute(self, commands: Sequence[Command]) -> list[object]:
+    def execute(self, commands: Sequence[Command]) -> Awaitable[list[object]]:
         """The replies to `commands`, in order. Raises `redis.exceptions.RedisError` (or
-        `OSError` when the server cannot be reached)."""
+        `OSError` when the server cannot be reached).
+
+        Connected, it writes at once and returns the batch's future itself: a caller may
+        wait on it, or attach a callback, without a coroutine or task in between.
+        """
         protocol = self._protocol
         if protocol is None or protocol.closed:
-            protocol = await self._connected()
+            return self._connect_and_send(commands)
+        return protocol.send(commands, self._timeout)
+
+    async def _connect_and_send(self, commands: Sequence[Command]) -> list[object]:
+        protocol = await self._connected()
         return await protocol.send(commands, self._timeout)
 
     async def _connected(self) -> _Protocol:
