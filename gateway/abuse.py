@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -15,6 +16,7 @@ from redis.exceptions import RedisError
 from gateway.client_ip import ip_text
 from gateway.context import RequestContext
 from gateway.errors import ClientIpBlocked
+from gateway.store.resp import ClientPipe, Pipe, Script
 
 __all__ = ["AuthFailureGuard", "check_client_blocked"]
 
@@ -40,13 +42,16 @@ class AuthFailureGuard:
     """Holds the blocked IPs of this process and records failures."""
 
     def __init__(self, client: aioredis.Redis | None, prefix: str, limit: int, window: float,
-                 block_for: float) -> None:
+                 block_for: float, pipe: Pipe | None = None) -> None:
         self._client = client
         self._prefix = prefix
         self._limit = limit
         self._window = max(1, int(window))
         self._block_for = max(1, int(block_for))
-        self._script = client.register_script(_RECORD) if client is not None else None
+        # Counting goes over the caller's lean connection when it has one: a flood of bad
+        # keys must not cost a redis-py round trip each.
+        self._pipe = pipe if pipe is not None or client is None else ClientPipe(client)
+        self._script = Script(_RECORD)
         self._blocked: dict[str, float] = {}  # ip -> unix time the block ends
         self._local_failures: dict[str, list[float]] = {}
 
@@ -93,12 +98,11 @@ class AuthFailureGuard:
     async def record_failure(self, ip: str) -> None:
         """Count one failed authentication; block the IP everywhere past the limit."""
         until = 0.0
-        if self._script is not None:
+        if self._pipe is not None:
             try:
-                until = float(await self._script(
-                    keys=[f"{self._prefix}authfail:{ip}", f"{self._prefix}block:{ip}"],
-                    args=[self._window, self._limit, self._block_for],
-                ))
+                until = float(cast(int, await self._script.run(
+                    self._pipe, [f"{self._prefix}authfail:{ip}", f"{self._prefix}block:{ip}"],
+                    [self._window, self._limit, self._block_for])))
                 if until:
                     assert self._client is not None
                     await self._client.publish(self.channel, f"{ip} {until}")

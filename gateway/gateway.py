@@ -80,7 +80,8 @@ class Gateway:
         self._stack.push_async_callback(self.pool.close)
         self.redis = connect_redis(settings.redis_url, settings.store_timeout)
         self._stack.push_async_callback(self.redis.aclose)
-        # The hot path's Redis calls (key lookups, rate limits) share one lean connection.
+        # The hot path's Redis calls (key lookups, rate limits, failed-auth counts) share one
+        # lean connection.
         pipe = open_pipe(self.redis)
         self._stack.push_async_callback(pipe.aclose)
         redis_cache = RedisKeyCache.from_settings(self.redis, settings, pipe)
@@ -91,7 +92,8 @@ class Gateway:
         self.limiter = (RateLimiter(pipe, settings.redis_prefix)
                         if settings.rate_limits else None)
         self.guard = AuthFailureGuard(self.redis, settings.redis_prefix, settings.auth_fail_limit,
-                                      settings.auth_fail_window, settings.ip_block_duration)
+                                      settings.auth_fail_window, settings.ip_block_duration,
+                                      pipe)
         await self.guard.load()
         self.usage = UsageRecorder(self.pool, settings.last_used_flush_interval)
         self.usage.start()

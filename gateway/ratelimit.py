@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import logging
 import math
 import time
@@ -23,7 +22,7 @@ from gateway.client_ip import ip_text
 from gateway.context import RequestContext
 from gateway.errors import RateLimited
 from gateway.routes import RateLimit
-from gateway.store.resp import Pipe
+from gateway.store.resp import Pipe, Script
 
 __all__ = ["RateLimiter", "apply_rate_limit"]
 
@@ -82,8 +81,7 @@ class _AutoPipeline:
 
     def __init__(self, pipe: Pipe, script: str) -> None:
         self._pipe = pipe
-        self._script = script
-        self._sha = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 (Redis's script id)
+        self._script = Script(script)
         self._pending: list[_Call] = []
         self._tasks: set[asyncio.Future[Any]] = set()
 
@@ -103,7 +101,7 @@ class _AutoPipeline:
         # task to create and step through. Connecting first, it is a coroutine: then a task.
         try:
             sending = self._pipe.execute(
-                [("EVALSHA", self._sha, 1, key, *args) for key, args, _ in batch])
+                [self._script.command((key,), args) for key, args, _ in batch])
         except Exception as exc:  # whatever it is, the batch must hear of it
             self._fail(batch, exc)
             return
@@ -136,7 +134,7 @@ class _AutoPipeline:
     async def _load_and_send(self, batch: list[_Call]) -> None:
         """Redis lost the script (a restart, SCRIPT FLUSH): load it, then send again."""
         try:
-            await self._pipe.execute([("SCRIPT", "LOAD", self._script)])
+            await self._pipe.execute([self._script.load()])
         except Exception as exc:  # the callers decide (local limits)
             self._fail(batch, exc)
             return

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
@@ -29,7 +30,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["ClientPipe", "Command", "Pipe", "RespPipe", "call", "open_pipe", "pack"]
+__all__ = ["ClientPipe", "Command", "Pipe", "RespPipe", "Script", "call", "open_pipe", "pack"]
 
 Command = Sequence[bytes | str | int | float]
 
@@ -48,6 +49,31 @@ async def call(pipe: Pipe, *command: bytes | str | int | float) -> object:
     if isinstance(reply, Exception):
         raise reply
     return reply
+
+
+class Script:
+    """A Lua script run by its SHA1 (EVALSHA), loaded again when Redis has lost it."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 (Redis's script id)
+
+    def command(self, keys: Sequence[str], args: Sequence[str | int | float]) -> Command:
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
+
+    def load(self) -> Command:
+        return ("SCRIPT", "LOAD", self.source)
+
+    async def run(self, pipe: Pipe, keys: Sequence[str],
+                  args: Sequence[str | int | float]) -> object:
+        """The script's reply; an error reply is raised. NOSCRIPT: loaded, then run again."""
+        command = self.command(keys, args)
+        reply = (await pipe.execute([command]))[0]
+        if isinstance(reply, NoScriptError):
+            reply = (await pipe.execute([self.load(), command]))[1]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
 
 
 def open_pipe(client: aioredis.Redis) -> Pipe:

@@ -9,6 +9,7 @@ and the rate limiter on top of it, with Redis up and down.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 
 import pytest
@@ -18,7 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.ratelimit import RateLimiter
 from gateway.routes import RateLimit
-from gateway.store.resp import ClientPipe, RespPipe, open_pipe, pack
+from gateway.store.resp import ClientPipe, RespPipe, Script, open_pipe, pack
 from tests.support.services import PrivateRedis
 
 
@@ -47,6 +48,18 @@ async def test_replies_come_back_in_order_with_error_replies_in_place(
         await pipe.aclose()
         await client.delete(key)
         await client.aclose()
+
+
+async def test_scripts_are_loaded_when_redis_does_not_know_them(redis_url: str) -> None:
+    pipe = open_pipe(aioredis.Redis.from_url(redis_url))
+    unique = secrets.token_hex(4)  # a script this server has never seen
+    try:
+        assert await Script(f"return {{'{unique}', #KEYS, ARGV[1]}}").run(
+            pipe, ["k1", "k2"], [5]) == [unique.encode(), 2, b"5"]
+        with pytest.raises(ResponseError, match="nope"):
+            await Script(f"return redis.error_reply('nope {unique}')").run(pipe, [], [])
+    finally:
+        await pipe.aclose()
 
 
 async def test_handshake_selects_the_database_and_authenticates(
