@@ -14,7 +14,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable
-from typing import Any, cast
+from typing import cast
 
 from redis.exceptions import NoScriptError, RedisError
 
@@ -83,7 +83,7 @@ class _AutoPipeline:
         self._pipe = pipe
         self._script = Script(script)
         self._pending: list[_Call] = []
-        self._tasks: set[asyncio.Future[Any]] = set()
+        self._tasks: set[asyncio.Task[list[object]]] = set()
 
     def call(self, key: str, args: list[float | int]) -> asyncio.Future[list[int]]:
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
@@ -94,21 +94,24 @@ class _AutoPipeline:
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
-        self._send(batch, reloaded=False)
+        self._send(batch, reload=False)
 
-    def _send(self, batch: list[_Call], *, reloaded: bool) -> None:
+    def _send(self, batch: list[_Call], *, reload: bool) -> None:
+        commands = [self._script.command((key,), args) for key, args, _ in batch]
+        if reload:  # Redis lost the script (a restart, SCRIPT FLUSH): load it, same batch
+            commands.insert(0, self._script.load())
         # Connected, the pipe hands back the batch's future: answered by a callback, with no
         # task to create and step through. Connecting first, it is a coroutine: then a task.
         try:
-            sending = self._pipe.execute(
-                [self._script.command((key,), args) for key, args, _ in batch])
+            sending = self._pipe.execute(commands)
         except Exception as exc:  # whatever it is, the batch must hear of it
             self._fail(batch, exc)
             return
         sent = asyncio.ensure_future(sending)
-        if isinstance(sent, asyncio.Task):
-            self._keep(sent)
-        sent.add_done_callback(functools.partial(self._answer, batch, reloaded))
+        if isinstance(sent, asyncio.Task):  # held until done: the loop keeps no reference
+            self._tasks.add(sent)
+            sent.add_done_callback(self._tasks.discard)
+        sent.add_done_callback(functools.partial(self._answer, batch, reload))
 
     def _answer(self, batch: list[_Call], reloaded: bool,
                 sent: asyncio.Future[list[object]]) -> None:
@@ -120,8 +123,10 @@ class _AutoPipeline:
             self._fail(batch, error)
             return
         results = sent.result()
-        if not reloaded and any(isinstance(r, NoScriptError) for r in results):
-            self._keep(asyncio.ensure_future(self._load_and_send(batch)))
+        if reloaded:
+            results = results[1:]  # the load's own reply
+        elif any(isinstance(r, NoScriptError) for r in results):
+            self._send(batch, reload=True)
             return
         for (_, _, future), result in zip(batch, results, strict=True):
             if future.done():
@@ -130,19 +135,6 @@ class _AutoPipeline:
                 future.set_exception(result)
             else:
                 future.set_result(cast(list[int], result))
-
-    async def _load_and_send(self, batch: list[_Call]) -> None:
-        """Redis lost the script (a restart, SCRIPT FLUSH): load it, then send again."""
-        try:
-            await self._pipe.execute([self._script.load()])
-        except Exception as exc:  # the callers decide (local limits)
-            self._fail(batch, exc)
-            return
-        self._send(batch, reloaded=True)
-
-    def _keep(self, task: asyncio.Future[Any]) -> None:
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     @staticmethod
     def _fail(batch: list[_Call], exc: BaseException) -> None:
