@@ -146,5 +146,6 @@ class BareProxyProcess(Server):
                            workdir / f"{name}.log", cwd=ROOT)
         wait_http(f"{self.url}/", timeout=180 if launcher else 30, child=self.child)
 
+
 if __name__ == "__main__":
     raise SystemExit(main())
