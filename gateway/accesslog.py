@@ -2,14 +2,15 @@
 
 The access log is one line per request on standard output: JSON in production
 (`log_format: json`), plain text in dev. It names the key by its public id, never its
-secret. A request only leaves its facts in a list; they are formatted into lines 64 at a
-time (in one tight loop a line costs a fraction of what it costs alone between two requests)
-and written every `flush_interval` seconds and at shutdown.
+secret. Lines are formatted and written a batch of requests at a time (`Outcomes` hands
+them over): in one tight loop a line costs a fraction of what it costs alone between two
+requests, and one write serves the whole batch.
 
 Denials worth investigating (a key used from an address its allowlist refuses, a key
 lacking a permission, a well-formed token that fails, a blocked client address) are also
 written to the PostgreSQL audit log, in batches off the hot path, at most `max_batch` rows
-per flush (a flood of bad tokens must not become a flood of writes). Rows older than
+per flush (every `flush_interval` seconds; a flood of bad tokens must not become a flood of
+writes). Rows older than
 `audit_retention` are deleted about once an hour.
 """
 
@@ -21,16 +22,12 @@ import json
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 import asyncpg
-from aiohttp import web
 
-from gateway.client_ip import ip_text
+from gateway.outcomes import Outcome
 from gateway.settings import Settings
-
-if TYPE_CHECKING:
-    from gateway.context import RequestContext
 
 __all__ = ["AUDITED_CODES", "AccessLog", "JsonFormatter", "configure_logging"]
 
@@ -46,20 +43,13 @@ _AUDIT_INSERT = (
     " VALUES ($1, 'gateway', 'request.denied', $2, $3::inet, $4, $5::jsonb)"
 )
 _PRUNE_EVERY = 3600.0
-# Lines are formatted this many at a time: most of the saving of a batch, and a pause of
-# about a tenth of a millisecond, so the event loop's other requests hardly notice.
-_FORMAT_BATCH = 64
 _q = json.encoder.encode_basestring_ascii  # a str as a JSON string literal, quotes included
 # Durations in ms with 3 decimals from integer microseconds: a list lookup for the decimals
 # instead of formatting a float (twice per line).
 _FRACTIONS = tuple(f".{n:03d}" for n in range(1000))
-_OUTCOMES_KEPT = 1024
+_FRAGMENTS_KEPT = 1024
 
 _AuditRow = tuple[int | None, str | None, str, str, str]
-# at, request id, client ip, method, path, route, status, code, key id, account, seconds,
-# upstream seconds
-_Entry = tuple[float, str, str, str, str, str | None, int, str, str | None, int | None, float,
-               float | None]
 
 
 class AccessLog:
@@ -76,70 +66,40 @@ class AccessLog:
         self._flush_interval = flush_interval
         self._max_batch = max_batch
         self._pending: list[_AuditRow] = []
-        # Requests' facts wait here until a batch is formatted; the lines then wait for one
-        # write per flush: stdout is often unbuffered (PYTHONUNBUFFERED in containers), and
-        # a syscall per request is not free.
-        self._entries: list[_Entry] = []
-        self._lines: list[str] = []
         self.dropped = 0  # denials not audited because a batch was full
         self._ms = self._second = -1
-        self._outcomes: dict[tuple[str, str | None, int, str], str] = {}
+        self._fragments: dict[tuple[str, str | None, int, str], str] = {}
         self._date = self._stamp = ""
         self._task: asyncio.Task[None] | None = None
         self._pruned_at = 0.0
 
-    # --- per request (hot path) ----------------------------------------------------------
+    # --- per batch of requests (`Outcomes`' reader) -----------------------------------------
 
-    def record(self, ctx: RequestContext | None, request: web.BaseRequest, request_id: str,
-               status: int, code: str, seconds: float) -> None:
-        """One answered request."""
-        key_id: str | None = None
-        account: int | None = None
-        route: str | None = None
-        client_ip: str | None = None
-        upstream: float | None = None
-        if ctx is not None:
-            path = ctx.path  # as matched and forwarded
-            client_ip = ip_text(ctx.client_ip)
-            upstream = ctx.upstream_time
-            if ctx.route is not None:
-                route = ctx.route.pattern
-            if ctx.key is not None:
-                key_id, account = ctx.key.key_id, ctx.key.account_id
-            elif ctx.token is not None:
-                key_id = ctx.token.key_id  # the id the client claimed: public, useful to ops
-            if code in AUDITED_CODES and self._pool is not None:
-                self._audit(account, key_id, client_ip, request_id,
-                            {"code": code, "status": status, "method": request.method,
-                             "path": path, "route": route})
-        else:  # refused before its path could be read: as it came, without the query
-            path = request.raw_path.partition("?")[0]
-            client_ip = request.remote or "-"
+    def write(self, outcomes: list[Outcome]) -> None:
+        """Log a batch of answered requests; keep the audit rows of the denials among them."""
+        if self._pool is not None:
+            for outcome in outcomes:
+                if outcome[7] in AUDITED_CODES:  # its error code
+                    self._audit(outcome)
         if not self.is_enabled:
             return
-        # Only the facts here: formatted in a batch with others, in a tight loop, a line costs
-        # a fraction of formatting it alone between two requests.
-        entries = self._entries
-        entries.append((time.time(), request_id, client_ip, request.method, path, route,
-                        status, code, key_id, account, seconds, upstream))
-        if len(entries) >= _FORMAT_BATCH:
-            self._format()
+        # One write a batch: stdout is often unbuffered (PYTHONUNBUFFERED in containers), and
+        # a system call per request is not free.
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.write("\n".join(map(self._line, outcomes)) + "\n")
+            self._stream.flush()
 
-    def _format(self) -> None:
-        entries, self._entries = self._entries, []
-        self._lines.extend(map(self._line, entries))
-
-    def _line(self, entry: _Entry) -> str:
+    def _line(self, outcome: Outcome) -> str:
         (at, request_id, client_ip, method, path, route, status, code, key_id, account,
-         seconds, upstream) = entry
+         seconds, upstream) = outcome
         stamp = self._timestamp(at)
         if self.is_json:
             # One f-string rather than json.dumps of a dict: a third of the cost. Every
             # string that can carry client bytes goes through the JSON string encoder; the
             # request id (`request_id_of`), the address, key id and code cannot need escaping.
-            outcome = self._outcomes.get((method, route, status, code))
-            if outcome is None:
-                outcome = self._outcome(method, route, status, code)
+            fragment = self._fragments.get((method, route, status, code))
+            if fragment is None:
+                fragment = self._fragment(method, route, status, code)
             key = "null" if key_id is None else f'"{key_id}"'
             ms, us = divmod(round(seconds * 1e6), 1000)
             if upstream is None:
@@ -149,7 +109,7 @@ class AccessLog:
                 upstream_ms = f"{up_ms}{_FRACTIONS[up_us]}"
             return (
                 f'{{"ts":"{stamp}","request_id":"{request_id}","client_ip":"{client_ip}",'
-                f'{outcome},"path":{_q(path)},"key_id":{key},'
+                f'{fragment},"path":{_q(path)},"key_id":{key},'
                 f'"account_id":{"null" if account is None else account},'
                 f'"duration_ms":{ms}{_FRACTIONS[us]},"upstream_ms":{upstream_ms}}}'
             )
@@ -158,15 +118,15 @@ class AccessLog:
                 f"{code or '-'} {seconds * 1000:.1f}ms upstream={up} id={request_id} "
                 f"key={key_id or '-'} account={account if account is not None else '-'}")
 
-    def _outcome(self, method: str, route: str | None, status: int, code: str) -> str:
+    def _fragment(self, method: str, route: str | None, status: int, code: str) -> str:
         """The JSON fields a request shares with many others: made once, then looked up."""
-        if len(self._outcomes) >= _OUTCOMES_KEPT:
-            self._outcomes.clear()  # odd methods or statuses must not grow it without end
+        if len(self._fragments) >= _FRAGMENTS_KEPT:
+            self._fragments.clear()  # odd methods or statuses must not grow it without end
         error = f'"{code}"' if code else "null"
-        outcome = self._outcomes[(method, route, status, code)] = (
+        fragment = self._fragments[(method, route, status, code)] = (
             f'"method":{_q(method)},"route":{"null" if route is None else _q(route)},'
             f'"status":{status},"error":{error}')
-        return outcome
+        return fragment
 
     def _timestamp(self, at: float) -> str:
         # Formatted once a millisecond (several requests share one), strftime once a second.
@@ -180,11 +140,14 @@ class AccessLog:
             self._stamp = f"{self._date}.{milli:03d}Z"
         return self._stamp
 
-    def _audit(self, account: int | None, key_id: str | None, client_ip: str,
-               request_id: str, detail: dict[str, object]) -> None:
+    def _audit(self, outcome: Outcome) -> None:
         if len(self._pending) >= self._max_batch:
             self.dropped += 1
             return
+        (_, request_id, client_ip, method, path, route, status, code, key_id, account, _,
+         _) = outcome
+        detail = {"code": code, "status": status, "method": method, "path": path,
+                  "route": route}
         self._pending.append((account, key_id, client_ip, request_id, json.dumps(detail)))
 
     # --- background ----------------------------------------------------------------------
@@ -198,13 +161,7 @@ class AccessLog:
             await self.flush()
 
     async def flush(self) -> None:
-        """Flush buffered lines; write pending audit rows; prune old ones now and then."""
-        self._format()
-        if self._lines:
-            lines, self._lines = self._lines, []
-            with contextlib.suppress(OSError, ValueError):
-                self._stream.write("\n".join(lines) + "\n")
-                self._stream.flush()
+        """Write pending audit rows; prune old ones now and then."""
         if self._pool is None:
             return
         rows, self._pending = self._pending, []

@@ -27,7 +27,7 @@ from gateway.errors import (
     error_response,
 )
 from gateway.gateway import Gateway
-from gateway.metrics import Metrics, sync_metrics_forever
+from gateway.metrics import sync_metrics_forever
 from gateway.paths import normalise_path
 from gateway.pipeline import run_pipeline
 from gateway.settings import Settings
@@ -95,18 +95,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
     finally:
         if guarded is not None:
             guarded.request_finished()
-    _observe(gateway, ctx, request, request_id, response.status, code, started)
+    gateway.outcomes.add(ctx, request, request_id, response.status, code, started)
     return response
-
-
-def _observe(gateway: Gateway, ctx: RequestContext | None, request: web.Request,
-             request_id: str, status: int, code: str, started: float) -> None:
-    """Metrics, access-log line and (for denials worth a look) audit row of one request."""
-    seconds = time.perf_counter() - started
-    route = ctx.route.pattern if ctx is not None and ctx.route is not None else "unmatched"
-    Metrics.get().observe(route, request.method, status, code, seconds,
-                          ctx.upstream_time if ctx is not None else None)
-    gateway.access_log.record(ctx, request, request_id, status, code, seconds)
 
 
 async def healthz(request: web.Request) -> web.Response:

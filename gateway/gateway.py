@@ -19,6 +19,8 @@ from gateway.abuse import AuthFailureGuard
 from gateway.accesslog import AccessLog
 from gateway.connections import ConnectionGuard
 from gateway.forward import create_upstream_session
+from gateway.metrics import Metrics
+from gateway.outcomes import Outcomes
 from gateway.ratelimit import RateLimiter
 from gateway.route_config import ConfigError, load_route_table
 from gateway.routes import RouteTable
@@ -45,6 +47,7 @@ class Gateway:
     guard: AuthFailureGuard
     usage: UsageRecorder
     access_log: AccessLog
+    outcomes: Outcomes
     session: aiohttp.ClientSession
     listener: InvalidationListener
     pool: asyncpg.Pool
@@ -101,6 +104,9 @@ class Gateway:
         self.access_log = AccessLog(settings, self.pool)
         self.access_log.start()
         self._stack.push_async_callback(self.access_log.aclose)  # before the pool closes
+        self.outcomes = Outcomes([Metrics.get().count, self.access_log.write])
+        self.outcomes.start()
+        self._stack.push_async_callback(self.outcomes.aclose)  # before the access log closes
         self.listener = InvalidationListener(
             settings.database_url, self.redis, redis_cache.channel,
             on_key=memory.invalidate, on_reset=memory.clear,

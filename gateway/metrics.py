@@ -1,10 +1,10 @@
 """Prometheus metrics of the data plane, served on the status port.
 
-Per request, `Metrics.observe()` tallies the answer and its times in plain Python lists
-(no locks); `Metrics.flush()` adds the tallies to the Prometheus instruments. The key store and the
-invalidation listener keep plain integer counters on the hot path;
-`Metrics.sync()` turns their growth into Prometheus counters, at each scrape of a
-single-process gateway and every second in each worker of a multi-worker one.
+`Metrics.count()` tallies answered requests and their times in plain Python lists (no locks),
+a batch at a time (`Outcomes` hands them over); `Metrics.flush()` adds the tallies to the
+Prometheus instruments. The key store and the invalidation listener keep plain integer
+counters on the hot path; `Metrics.sync()` turns their growth into Prometheus counters, at
+each scrape of a single-process gateway and every second in each worker of a multi-worker one.
 
 With several workers, `enable_multiprocess()` makes every worker write its values to files
 in one folder, which the supervisor's status port adds up (prometheus-client's
@@ -28,6 +28,8 @@ from prometheus_client import (
     multiprocess,
     values,
 )
+
+from gateway.outcomes import Outcome
 
 if TYPE_CHECKING:
     from gateway.gateway import Gateway
@@ -114,26 +116,29 @@ class Metrics:
             cls._instance = Metrics()
         return cls._instance
 
-    def observe(self, route: str, method: str, status: int, code: str, seconds: float,
-                upstream_seconds: float | None) -> None:
-        """Count one answered request (added to Prometheus at the next `sync()`)."""
-        if method not in _METHODS:
-            method = "OTHER"  # a client can send any token: keep the label set bounded
-        labels = (route, method, status, code)
-        tally = self._tallies.get(labels)
-        if tally is None:
-            tally = self._tallies[labels] = _Tally()
-        tally.count += 1
-        tally.latency[bisect_left(_BUCKETS, seconds)] += 1
-        tally.latency_sum += seconds
-        if upstream_seconds is not None:
-            tally.upstream[bisect_left(_BUCKETS, upstream_seconds)] += 1
-            tally.upstream_sum += upstream_seconds
-        if code:
-            if code == "RATELIMIT":
-                self.rate_limited.labels(route).inc()
-            elif status in _UPSTREAM_FAILURES:
-                self.upstream_errors.labels(route, code).inc()
+    def count(self, outcomes: list[Outcome]) -> None:
+        """Count answered requests (added to Prometheus at the next `sync()`)."""
+        tallies = self._tallies
+        for _, _, _, method, _, route, status, code, _, _, seconds, upstream in outcomes:
+            if method not in _METHODS:
+                method = "OTHER"  # a client can send any token: keep the label set bounded
+            if route is None:
+                route = "unmatched"
+            labels = (route, method, status, code)
+            tally = tallies.get(labels)
+            if tally is None:
+                tally = tallies[labels] = _Tally()
+            tally.count += 1
+            tally.latency[bisect_left(_BUCKETS, seconds)] += 1
+            tally.latency_sum += seconds
+            if upstream is not None:
+                tally.upstream[bisect_left(_BUCKETS, upstream)] += 1
+                tally.upstream_sum += upstream
+            if code:
+                if code == "RATELIMIT":
+                    self.rate_limited.labels(route).inc()
+                elif status in _UPSTREAM_FAILURES:
+                    self.upstream_errors.labels(route, code).inc()
 
     def flush(self) -> None:
         """Add the requests tallied since the last flush to the Prometheus instruments."""
@@ -147,7 +152,9 @@ class Metrics:
             self.requests.labels(route, method, str(status), code).inc(tally.count)
 
     def sync(self, gateway: Gateway) -> None:
-        """Flush the request tallies; add what the gateway's own counters gained since."""
+        """Count the requests answered so far; flush the tallies; add what the gateway's own
+        counters gained since."""
+        gateway.outcomes.drain()
         self.flush()
         store = gateway.store
         stats = store.stats

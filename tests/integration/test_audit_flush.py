@@ -17,6 +17,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from gateway.accesslog import AccessLog
 from gateway.context import RequestContext
+from gateway.outcomes import Outcomes
 from gateway.settings import Settings
 
 
@@ -27,7 +28,9 @@ async def test_rows_of_a_write_cancelled_at_shutdown_are_written_by_the_last_flu
     request = make_mocked_request("GET", "/public/v1/account/balances")
     ctx = RequestContext(request, request_id, request.path, ipaddress.ip_address("203.0.113.7"),
                          time.perf_counter(), gateway=None)  # type: ignore[arg-type]
-    log.record(ctx, request, request_id, 401, "INVALID_APIKEY", 0.001)
+    outcomes = Outcomes([log.write])
+    outcomes.add(ctx, request, request_id, 401, "INVALID_APIKEY", time.perf_counter())
+    outcomes.drain()
     async with db.acquire() as blocker, blocker.transaction():
         # The insert waits behind this lock, so the flush is cancelled in the middle of it.
         await blocker.execute("LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE")
