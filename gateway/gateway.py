@@ -61,7 +61,9 @@ class Gateway:
             **settings.old_key_peppers, settings.key_pepper_version: settings.key_pepper or ""}
         self._stack = AsyncExitStack()
         self._background: set[asyncio.Task[None]] = set()
-        self._routes_mtime = 0.0
+        # The route file as last loaded, and as the watcher last saw it (`_file_version`).
+        self._routes_version: tuple[int, int, int] | None = None
+        self._routes_seen: tuple[int, int, int] | None = None
 
     @classmethod
     async def open(cls, settings: Settings) -> Gateway:
@@ -133,24 +135,28 @@ class Gateway:
 
     def _load_routes(self) -> RouteTable:
         path = self.settings.routes_path
-        table = load_route_table(path, self.settings.upstream_url)
-        self._routes_mtime = _mtime(path)
-        return table
+        # Taken before reading: a change made while we read still looks like a change after.
+        # A refused file counts as loaded: it is not tried again until it changes.
+        self._routes_version = _file_version(path)
+        return load_route_table(path, self.settings.upstream_url)
 
     def reload_routes(self) -> bool:
         """Swap in the route file if it is valid; keep serving the old table if not."""
         try:
             self.table = self._load_routes()
         except ConfigError as exc:
-            self._routes_mtime = _mtime(self.settings.routes_path)
             log.error("route file refused, the running config stays:\n%s", exc)
             return False
         log.info("routes reloaded: %d routes", len(self.table.routes))
         return True
 
     def reload_routes_if_changed(self) -> None:
-        if _mtime(self.settings.routes_path) != self._routes_mtime:
+        """Reload a changed route file once it has stayed the same for one more look: a
+        file caught half-written must not become the table, even for a moment."""
+        version = _file_version(self.settings.routes_path)
+        if version != self._routes_version and version == self._routes_seen:
             self.reload_routes()
+        self._routes_seen = version
 
     async def _on_redis_back(self, lost_at: float) -> None:
         self.spawn(self._retombstone_recent_deletions(lost_at))
@@ -190,8 +196,12 @@ class Gateway:
         await self._stack.aclose()
 
 
-def _mtime(path: Path) -> float:
+def _file_version(path: Path) -> tuple[int, int, int]:
+    """What tells one version of a file from the next. Not the time alone: it is coarse (a
+    truncation and the write after it can share one), and a file replaced by a rename keeps
+    the time it was written."""
     try:
-        return path.stat().st_mtime
+        stat = path.stat()
     except OSError:
-        return 0.0
+        return (0, 0, 0)
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
