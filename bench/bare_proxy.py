@@ -18,7 +18,6 @@ import os
 import signal
 import socket
 import sys
-import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -58,8 +57,7 @@ BARE_KEY: web.AppKey[BareProxy] = web.AppKey("bare", BareProxy)
 async def handle(request: web.Request) -> web.StreamResponse:
     proxy = request.app[BARE_KEY]
     ctx = RequestContext(request, os.urandom(12).hex(), request.raw_path.partition("?")[0],
-                         parse_ip(request.remote or "") or _UNKNOWN, time.perf_counter(),
-                         proxy)  # type: ignore[arg-type]
+                         parse_ip(request.remote or "") or _UNKNOWN, proxy)  # type: ignore[arg-type]
     ctx.route = proxy.route
     return await forward(ctx)
 

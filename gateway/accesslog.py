@@ -90,32 +90,35 @@ class AccessLog:
             self._stream.flush()
 
     def _line(self, outcome: Outcome) -> str:
-        (at, request_id, client_ip, method, path, route, status, code, key_id, account,
-         seconds, upstream) = outcome
-        stamp = self._timestamp(at)
+        (at_ms, request_id, client_ip, method, path, route, status, code, key_id, account,
+         micros, upstream) = outcome
+        if at_ms != self._ms:  # requests answered in the same millisecond share one stamp
+            self._new_stamp(at_ms)
+        stamp = self._stamp
         if self.is_json:
             # One f-string rather than json.dumps of a dict: a third of the cost. Every
-            # string that can carry client bytes goes through the JSON string encoder; the
-            # request id (`request_id_of`), the address, key id and code cannot need escaping.
+            # string that can carry client bytes is escaped; the request id
+            # (`request_id_of`), the address, key id and code cannot need it.
             fragment = self._fragments.get((method, route, status, code))
             if fragment is None:
                 fragment = self._fragment(method, route, status, code)
+            if route is None:
+                # Only a matched path is known to be normalised, and so plain RFC 3986
+                # characters (`normalise_path`); others may be anything the client sent.
+                path = _q(path)[1:-1]
             key = "null" if key_id is None else f'"{key_id}"'
-            ms, us = divmod(round(seconds * 1e6), 1000)
-            if upstream is None:
-                upstream_ms = "null"
-            else:
-                up_ms, up_us = divmod(round(upstream * 1e6), 1000)
-                upstream_ms = f"{up_ms}{_FRACTIONS[up_us]}"
+            upstream_ms = ("null" if upstream is None
+                           else f"{upstream // 1000}{_FRACTIONS[upstream % 1000]}")
             return (
                 f'{{"ts":"{stamp}","request_id":"{request_id}","client_ip":"{client_ip}",'
-                f'{fragment},"path":{_q(path)},"key_id":{key},'
+                f'{fragment},"path":"{path}","key_id":{key},'
                 f'"account_id":{"null" if account is None else account},'
-                f'"duration_ms":{ms}{_FRACTIONS[us]},"upstream_ms":{upstream_ms}}}'
+                f'"duration_ms":{micros // 1000}{_FRACTIONS[micros % 1000]},'
+                f'"upstream_ms":{upstream_ms}}}'
             )
-        up = "-" if upstream is None else f"{upstream * 1000:.1f}ms"
+        up = "-" if upstream is None else f"{upstream / 1000:.1f}ms"
         return (f"{stamp} {client_ip} \"{method} {path}\" {status} "
-                f"{code or '-'} {seconds * 1000:.1f}ms upstream={up} id={request_id} "
+                f"{code or '-'} {micros / 1000:.1f}ms upstream={up} id={request_id} "
                 f"key={key_id or '-'} account={account if account is not None else '-'}")
 
     def _fragment(self, method: str, route: str | None, status: int, code: str) -> str:
@@ -128,17 +131,13 @@ class AccessLog:
             f'"status":{status},"error":{error}')
         return fragment
 
-    def _timestamp(self, at: float) -> str:
-        # Formatted once a millisecond (several requests share one), strftime once a second.
-        ms = int(at * 1000)
-        if ms != self._ms:
-            self._ms = ms
-            second, milli = divmod(ms, 1000)
-            if second != self._second:
-                self._second = second
-                self._date = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._stamp = f"{self._date}.{milli:03d}Z"
-        return self._stamp
+    def _new_stamp(self, at_ms: int) -> None:
+        self._ms = at_ms
+        second, milli = divmod(at_ms, 1000)
+        if second != self._second:  # strftime once a second
+            self._second = second
+            self._date = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        self._stamp = f"{self._date}.{milli:03d}Z"
 
     def _audit(self, outcome: Outcome) -> None:
         if len(self._pending) >= self._max_batch:

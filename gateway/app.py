@@ -59,7 +59,7 @@ def _header_bytes(request: web.Request) -> int:
 
 async def handle(request: web.Request) -> web.StreamResponse:
     """Every request on the gateway port."""
-    started = time.perf_counter()
+    started = time.perf_counter_ns()
     gateway = request.app[GATEWAY_KEY]
     request_id = request_id_of(request)
     ctx: RequestContext | None = None
@@ -75,7 +75,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         # X-Forwarded-For is read only when some proxy may be believed.
         ip = client_ip(request.remote,
                        request.headers.getall(hdrs.X_FORWARDED_FOR, ()) if trusted else (), trusted)
-        ctx = RequestContext(request, request_id, path, ip, started, gateway)
+        ctx = RequestContext(request, request_id, path, ip, gateway)
         ctx.connection = guarded.state if guarded is not None else None
         response = await run_pipeline(ctx)
     except GatewayError as error:

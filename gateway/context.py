@@ -47,9 +47,8 @@ class RequestContext:
         "request",
         "request_id",
         "route",
-        "started",
         "token",
-        "upstream_time",
+        "upstream_ns",
     )
 
     def __init__(
@@ -58,7 +57,6 @@ class RequestContext:
         request_id: str,
         path: str,
         client_ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
-        started: float,
         gateway: Gateway,
     ) -> None:
         self.gateway = gateway  # the process's services: store, routes, limiter, ...
@@ -66,11 +64,10 @@ class RequestContext:
         self.request_id = request_id
         self.path = path  # normalised: what is matched and what is forwarded
         self.client_ip = client_ip
-        self.started = started
         self.route: Route | None = None
         self.token: ParsedToken | None = None
         self.key: KeyRecord | None = None
         self.rate_limit: int | None = None
         self.rate_remaining: int | None = None
-        self.upstream_time: float | None = None
+        self.upstream_ns: int | None = None  # time spent on the upstream, when it was asked
         self.connection: ConnectionState | None = None  # set when the server tracks it

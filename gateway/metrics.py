@@ -44,6 +44,7 @@ __all__ = [
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             10.0, 30.0)
+_BUCKETS_US = tuple(round(bound * 1_000_000) for bound in _BUCKETS)  # what requests carry
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _UPSTREAM_FAILURES = frozenset({502, 504})
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -63,18 +64,18 @@ class _Tally:
     def __init__(self) -> None:
         self.count = 0
         self.latency = [0] * (len(_BUCKETS) + 1)  # the last one is +Inf
-        self.latency_sum = 0.0
+        self.latency_sum = 0  # microseconds
         self.upstream = [0] * (len(_BUCKETS) + 1)
-        self.upstream_sum = 0.0
+        self.upstream_sum = 0
 
 
-def _flush_histogram(child: Histogram, counts: list[int], total: float) -> None:
+def _flush_histogram(child: Histogram, counts: list[int], micros: int) -> None:
     # prometheus-client keeps per-bucket (not cumulative) counts and a sum, and adds them
     # up when collected: adding a batch is the same as observing its values one by one.
     for index, count in enumerate(counts):
         if count:
             child._buckets[index].inc(count)
-    child._sum.inc(total)
+    child._sum.inc(micros / 1_000_000)
 
 
 class Metrics:
@@ -119,7 +120,7 @@ class Metrics:
     def count(self, outcomes: list[Outcome]) -> None:
         """Count answered requests (added to Prometheus at the next `sync()`)."""
         tallies = self._tallies
-        for _, _, _, method, _, route, status, code, _, _, seconds, upstream in outcomes:
+        for _, _, _, method, _, route, status, code, _, _, micros, upstream in outcomes:
             if method not in _METHODS:
                 method = "OTHER"  # a client can send any token: keep the label set bounded
             if route is None:
@@ -129,10 +130,10 @@ class Metrics:
             if tally is None:
                 tally = tallies[labels] = _Tally()
             tally.count += 1
-            tally.latency[bisect_left(_BUCKETS, seconds)] += 1
-            tally.latency_sum += seconds
+            tally.latency[bisect_left(_BUCKETS_US, micros)] += 1
+            tally.latency_sum += micros
             if upstream is not None:
-                tally.upstream[bisect_left(_BUCKETS, upstream)] += 1
+                tally.upstream[bisect_left(_BUCKETS_US, upstream)] += 1
                 tally.upstream_sum += upstream
             if code:
                 if code == "RATELIMIT":

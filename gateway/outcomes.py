@@ -26,15 +26,15 @@ __all__ = ["Outcome", "Outcomes", "Reader"]
 
 log = logging.getLogger(__name__)
 
-# at (unix seconds), request id, client ip, method, path, route pattern, status, error code
-# ('' for none), key id, account id, seconds, upstream seconds
-Outcome = tuple[float, str, str, str, str, str | None, int, str, str | None, int | None, float,
-                float | None]
+# at (unix milliseconds), request id, client ip, method, path, route pattern, status, error
+# code ('' for none), key id, account id, microseconds taken, of which on the upstream
+Outcome = tuple[int, str, str, str, str, str | None, int, str, str | None, int | None, int,
+                int | None]
 Reader = Callable[[list[Outcome]], None]
 
 # ctx (None when refused before one was made), request, request id, status, code, started,
-# ended (both `time.perf_counter()`)
-_Pending = tuple["RequestContext | None", web.BaseRequest, str, int, str, float, float]
+# ended (both `time.perf_counter_ns()`: integers, no rounding)
+_Pending = tuple["RequestContext | None", web.BaseRequest, str, int, str, int, int]
 
 
 class Outcomes:
@@ -49,10 +49,11 @@ class Outcomes:
         self._task: asyncio.Task[None] | None = None
 
     def add(self, ctx: RequestContext | None, request: web.BaseRequest, request_id: str,
-            status: int, code: str, started: float) -> None:
-        """One answered request (the hot path: an append)."""
+            status: int, code: str, started: int) -> None:
+        """One answered request (the hot path: an append). `started`: `perf_counter_ns()`."""
         pending = self._pending
-        pending.append((ctx, request, request_id, status, code, started, time.perf_counter()))
+        pending.append((ctx, request, request_id, status, code, started,
+                        time.perf_counter_ns()))
         if len(pending) >= self._batch:
             self.drain()
 
@@ -61,7 +62,7 @@ class Outcomes:
         pending, self._pending = self._pending, []
         if not pending:
             return
-        wall = time.time() - time.perf_counter()  # perf_counter readings as unix time
+        wall = time.time_ns() - time.perf_counter_ns()  # perf_counter readings as unix time
         outcomes: list[Outcome] = []
         for ctx, request, request_id, status, code, started, ended in pending:
             if ctx is not None:
@@ -73,15 +74,17 @@ class Outcomes:
                 else:  # the id the client claimed, if any: public, and useful to ops
                     key_id = ctx.token.key_id if ctx.token is not None else None
                     account = None
+                upstream = ctx.upstream_ns
                 outcomes.append((
-                    wall + ended, request_id, ip_text(ctx.client_ip), request.method, ctx.path,
-                    route.pattern if route is not None else None, status, code, key_id,
-                    account, ended - started, ctx.upstream_time))
+                    (wall + ended) // 1_000_000, request_id, ip_text(ctx.client_ip),
+                    request.method, ctx.path, route.pattern if route is not None else None,
+                    status, code, key_id, account, (ended - started) // 1000,
+                    upstream // 1000 if upstream is not None else None))
             else:  # refused before its path could be read: as it came, without the query
                 outcomes.append((
-                    wall + ended, request_id, request.remote or "-", request.method,
-                    request.raw_path.partition("?")[0], None, status, code, None, None,
-                    ended - started, None))
+                    (wall + ended) // 1_000_000, request_id, request.remote or "-",
+                    request.method, request.raw_path.partition("?")[0], None, status, code,
+                    None, None, (ended - started) // 1000, None))
         for reader in self.readers:
             try:
                 reader(outcomes)

@@ -27,9 +27,9 @@ async def test_rows_of_a_write_cancelled_at_shutdown_are_written_by_the_last_flu
     request_id = f"audit-{secrets.token_hex(6)}"
     request = make_mocked_request("GET", "/public/v1/account/balances")
     ctx = RequestContext(request, request_id, request.path, ipaddress.ip_address("203.0.113.7"),
-                         time.perf_counter(), gateway=None)  # type: ignore[arg-type]
+                         gateway=None)  # type: ignore[arg-type]
     outcomes = Outcomes([log.write])
-    outcomes.add(ctx, request, request_id, 401, "INVALID_APIKEY", time.perf_counter())
+    outcomes.add(ctx, request, request_id, 401, "INVALID_APIKEY", time.perf_counter_ns())
     outcomes.drain()
     async with db.acquire() as blocker, blocker.transaction():
         # The insert waits behind this lock, so the flush is cancelled in the middle of it.

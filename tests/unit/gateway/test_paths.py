@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from gateway.errors import IllegalChars
@@ -69,3 +71,14 @@ def test_refuses(raw: str) -> None:
         normalise_path(raw)
     assert caught.value.status == 400
     assert caught.value.code == "ILLEGAL_CHARS"
+
+
+def test_a_normalised_path_never_needs_json_escaping() -> None:
+    """The access log writes matched (normalised) paths into JSON as they are."""
+    for code in range(0x3000):  # ASCII, Latin, separators, and far past them
+        raw = f"/public/v1/a{chr(code)}b"
+        try:
+            path = normalise_path(raw)
+        except IllegalChars:
+            continue
+        assert json.dumps(path) == f'"{path}"', raw
