@@ -96,8 +96,7 @@ def remote_ip(request: web.Request) -> str:
     """The client's address (through trusted proxies only)."""
     trusted = request.app[SETTINGS_KEY].trusted_proxies
     # SECURITY: X-Forwarded-For is believed only from a configured trusted proxy.
-    return str(client_ip(request.remote, request.headers.getall("X-Forwarded-For", []),
-                         trusted))
+    return client_ip(request.remote, request.headers.getall("X-Forwarded-For", []), trusted)[1]
 
 
 def is_secure(request: web.Request) -> bool:

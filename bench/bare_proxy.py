@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import multiprocessing
 import os
 import signal
@@ -24,7 +23,7 @@ from pathlib import Path
 from aiohttp import web
 
 from bench.procs import ROOT, Child, Server, free_port, wait_http
-from gateway.client_ip import parse_ip
+from gateway.client_ip import client_ip
 from gateway.context import RequestContext
 from gateway.forward import create_upstream_session, forward
 from gateway.routes import RateLimit, Route
@@ -32,8 +31,6 @@ from gateway.server import handler_args, install_uvloop
 from gateway.settings import Settings
 
 __all__ = ["BareProxy", "BareProxyProcess", "build_bare_app", "main"]
-
-_UNKNOWN = ipaddress.IPv4Address("0.0.0.0")  # noqa: S104 (an address we could not read)
 
 
 class BareProxy:
@@ -57,7 +54,7 @@ BARE_KEY: web.AppKey[BareProxy] = web.AppKey("bare", BareProxy)
 async def handle(request: web.Request) -> web.StreamResponse:
     proxy = request.app[BARE_KEY]
     ctx = RequestContext(request, os.urandom(12).hex(), request.raw_path.partition("?")[0],
-                         parse_ip(request.remote or "") or _UNKNOWN, proxy)  # type: ignore[arg-type]
+                         *client_ip(request.remote, (), ()), proxy)  # type: ignore[arg-type]
     ctx.route = proxy.route
     return await forward(ctx)
 

@@ -13,7 +13,6 @@ from typing import cast
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from gateway.client_ip import ip_text
 from gateway.context import RequestContext
 from gateway.errors import ClientIpBlocked
 from gateway.store.resp import ClientPipe, Pipe, Script
@@ -133,6 +132,6 @@ def check_client_blocked(ctx: RequestContext) -> None:
     guard = ctx.gateway.guard
     if not guard.has_blocks:  # the usual case: skip formatting the address
         return
-    left = guard.blocked_for(ip_text(ctx.client_ip))
+    left = guard.blocked_for(ctx.client_ip_text)
     if left:
         raise ClientIpBlocked(int(left) + 1)

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import hdrs, web
 
-from gateway.client_ip import client_ip, ip_text
+from gateway.client_ip import client_ip
 from gateway.context import RequestContext
 from gateway.errors import (
     GatewayError,
@@ -73,14 +73,15 @@ async def handle(request: web.Request) -> web.StreamResponse:
         path = normalise_path(request.raw_path.partition("?")[0])
         trusted = gateway.settings.trusted_proxies
         # X-Forwarded-For is read only when some proxy may be believed.
-        ip = client_ip(request.remote,
-                       request.headers.getall(hdrs.X_FORWARDED_FOR, ()) if trusted else (), trusted)
-        ctx = RequestContext(request, request_id, path, ip, gateway)
+        ip, ip_text = client_ip(
+            request.remote, request.headers.getall(hdrs.X_FORWARDED_FOR, ()) if trusted else (),
+            trusted)
+        ctx = RequestContext(request, request_id, path, ip, ip_text, gateway)
         ctx.connection = guarded.state if guarded is not None else None
         response = await run_pipeline(ctx)
     except GatewayError as error:
         if isinstance(error, KeyInvalid) and ctx is not None:
-            gateway.spawn(gateway.guard.record_failure(ip_text(ctx.client_ip)))
+            gateway.spawn(gateway.guard.record_failure(ctx.client_ip_text))
         code = error.code
         response = error_response(error, request_id)
         if ctx is not None and ctx.rate_limit is not None:

@@ -1,4 +1,10 @@
-"""Which address a request comes from: the socket peer, unless that peer is a trusted proxy."""
+"""Which address a request comes from: the socket peer, unless that peer is a trusted proxy.
+
+Addresses travel with their text (`Address`): logs, headers and counters need the text on
+every request, and ipaddress's objects are slow to print and to hash (a dict keyed by them
+costs a Python-level `__hash__` and `__eq__` per lookup). Both are made once per distinct
+string, in a cache keyed by that string.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,12 @@ from collections.abc import Sequence
 
 from gateway.settings import Network
 
-__all__ = ["IpAddress", "client_ip", "fold_ipv4_mapped", "forwarded_for", "ip_text",
-           "is_trusted", "parse_ip"]
+__all__ = ["Address", "IpAddress", "client_ip", "fold_ipv4_mapped", "forwarded_for",
+           "is_trusted", "parse_address", "parse_ip"]
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_UNKNOWN = ipaddress.IPv4Address("0.0.0.0")  # noqa: S104 (a peer we could not read)
+Address = tuple[IpAddress, str]  # an address and its canonical text
+_UNKNOWN: Address = (ipaddress.IPv4Address("0.0.0.0"), "0.0.0.0")  # noqa: S104 (unreadable)
 
 
 def fold_ipv4_mapped(address: IpAddress) -> IpAddress:
@@ -23,20 +30,21 @@ def fold_ipv4_mapped(address: IpAddress) -> IpAddress:
 
 
 @functools.lru_cache(maxsize=4096)  # peers repeat: keep-alive clients, proxies
-def parse_ip(text: str) -> IpAddress | None:
-    """An address with IPv4-mapped IPv6 folded to IPv4 (a dual-stack socket's view of IPv4)."""
+def parse_address(text: str) -> Address | None:
+    """An address with IPv4-mapped IPv6 folded to IPv4 (a dual-stack socket's view of IPv4),
+    and its canonical text."""
     try:
         address = ipaddress.ip_address(text.strip().split("%", 1)[0])
     except ValueError:
         return None
-    return fold_ipv4_mapped(address)
+    address = fold_ipv4_mapped(address)
+    return address, str(address)
 
 
-@functools.lru_cache(maxsize=4096)
-def ip_text(address: IpAddress) -> str:
-    """`str(address)`, remembered: logs, headers and counters need it on every request, and
-    ipaddress builds it anew each time (about 1 us for IPv4, 4 us for IPv6)."""
-    return str(address)
+def parse_ip(text: str) -> IpAddress | None:
+    """`parse_address` without the text."""
+    parsed = parse_address(text)
+    return parsed[0] if parsed is not None else None
 
 
 def is_trusted(address: IpAddress, trusted: Sequence[Network]) -> bool:
@@ -49,22 +57,22 @@ def forwarded_for(headers: Sequence[str]) -> list[str]:
 
 
 def client_ip(peer: str | None, xff_headers: Sequence[str],
-              trusted: Sequence[Network]) -> IpAddress:
+              trusted: Sequence[Network]) -> Address:
     """The peer; if it is a trusted proxy, the right-most X-Forwarded-For entry not trusted.
 
     SECURITY: entries left of the first untrusted hop were written by the client and are
     ignored; a malformed entry stops the walk at the last address we could believe.
     """
-    address = parse_ip(peer) if peer else None
+    address = parse_address(peer) if peer else None
     if address is None:
         return _UNKNOWN
-    if not trusted or not is_trusted(address, trusted):
+    if not trusted or not is_trusted(address[0], trusted):
         return address
     for entry in reversed(forwarded_for(xff_headers)):
-        hop = parse_ip(entry)
+        hop = parse_address(entry)
         if hop is None:
             return address
         address = hop
-        if not is_trusted(hop, trusted):
+        if not is_trusted(hop[0], trusted):
             return hop
     return address

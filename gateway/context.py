@@ -38,6 +38,7 @@ class RequestContext:
 
     __slots__ = (
         "client_ip",
+        "client_ip_text",
         "connection",
         "gateway",
         "key",
@@ -57,6 +58,7 @@ class RequestContext:
         request_id: str,
         path: str,
         client_ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+        client_ip_text: str,
         gateway: Gateway,
     ) -> None:
         self.gateway = gateway  # the process's services: store, routes, limiter, ...
@@ -64,6 +66,7 @@ class RequestContext:
         self.request_id = request_id
         self.path = path  # normalised: what is matched and what is forwarded
         self.client_ip = client_ip
+        self.client_ip_text = client_ip_text  # canonical: what logs, headers and counters use
         self.route: Route | None = None
         self.token: ParsedToken | None = None
         self.key: KeyRecord | None = None

@@ -18,7 +18,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
-from gateway.client_ip import forwarded_for, ip_text, is_trusted, parse_ip
+from gateway.client_ip import forwarded_for, is_trusted, parse_address
 from gateway.context import RequestContext
 from gateway.errors import PayloadTooLarge, UpstreamTimeout, UpstreamUnavailable
 
@@ -116,11 +116,15 @@ def build_upstream_headers(ctx: RequestContext) -> CIMultiDict[str]:
         headers.add(name, value)
 
     # SECURITY: X-Forwarded-* are rebuilt, extended only when the peer is a trusted proxy.
-    peer = parse_ip(request.remote or "")
     trusted = gateway.settings.trusted_proxies
-    trusted_peer = bool(trusted) and peer is not None and is_trusted(peer, trusted)
-    chain = forwarded_for(incoming.getall(_FORWARDED_FOR, ())) if trusted_peer else []
-    headers[_FORWARDED_FOR] = ", ".join([*chain, ip_text(peer or ctx.client_ip)])
+    peer = parse_address(request.remote or "") if trusted else None
+    proxy = peer[1] if peer is not None and is_trusted(peer[0], trusted) else None
+    trusted_peer = proxy is not None
+    if proxy is not None:
+        chain = forwarded_for(incoming.getall(_FORWARDED_FOR, ()))
+        headers[_FORWARDED_FOR] = ", ".join([*chain, proxy])
+    else:  # the peer is the client
+        headers[_FORWARDED_FOR] = ctx.client_ip_text
     proto = incoming.get(_FORWARDED_PROTO) if trusted_peer else None
     headers[_FORWARDED_PROTO] = proto or request.scheme
     host = (incoming.get(_FORWARDED_HOST) if trusted_peer else None) or incoming.get(hdrs.HOST)

@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from gateway.client_ip import ip_text
-
 if TYPE_CHECKING:
     from gateway.context import RequestContext
 
@@ -76,7 +74,7 @@ class Outcomes:
                     account = None
                 upstream = ctx.upstream_ns
                 outcomes.append((
-                    (wall + ended) // 1_000_000, request_id, ip_text(ctx.client_ip),
+                    (wall + ended) // 1_000_000, request_id, ctx.client_ip_text,
                     request.method, ctx.path, route.pattern if route is not None else None,
                     status, code, key_id, account, (ended - started) // 1000,
                     upstream // 1000 if upstream is not None else None))

@@ -18,7 +18,6 @@ from typing import cast
 
 from redis.exceptions import NoScriptError, RedisError
 
-from gateway.client_ip import ip_text
 from gateway.context import RequestContext
 from gateway.errors import RateLimited
 from gateway.routes import RateLimit
@@ -160,7 +159,7 @@ class RateLimiter:
         elif limit.per == "key" and ctx.key is not None:
             who = f"k:{ctx.key.key_id}"
         else:
-            who = f"i:{ip_text(ctx.client_ip)}"
+            who = f"i:{ctx.client_ip_text}"
         return f"{self._prefix}rl:{limit.bucket}:{who}"
 
     async def hit(self, key: str, limit: RateLimit) -> tuple[bool, float, int]:

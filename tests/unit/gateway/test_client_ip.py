@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 
 import pytest
 
-from gateway.client_ip import client_ip, forwarded_for, is_trusted, parse_ip
+from gateway.client_ip import client_ip as client_address
+from gateway.client_ip import forwarded_for, is_trusted, parse_ip
 from gateway.settings import Network
 
 PROXIES: tuple[Network, ...] = (ipaddress.ip_network("10.0.0.0/8"),
@@ -15,6 +17,14 @@ PROXIES: tuple[Network, ...] = (ipaddress.ip_network("10.0.0.0/8"),
 
 def ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return ipaddress.ip_address(text)
+
+
+def client_ip(peer: str | None, xff_headers: Sequence[str],
+              trusted: Sequence[Network]) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The address alone, once its text is checked to be the canonical one."""
+    address, text = client_address(peer, xff_headers, trusted)
+    assert text == str(address)
+    return address
 
 
 def test_untrusted_peer_ignores_x_forwarded_for() -> None:
