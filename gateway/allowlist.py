@@ -47,10 +47,11 @@ def check_ip(ctx: RequestContext) -> None:
     allowlist, or when the route's permission requires an allowlist the key does not have."""
     key, route = ctx.key, ctx.route
     assert key is not None and route is not None
-    # SECURITY: client_ip is the socket peer unless the peer is a trusted proxy.
-    if not key.allows_ip(ctx.client_ip):
-        raise IpNotAllowed
-    if not key.allowed_ips and route.permission in ctx.gateway.table.require_ip_allowlist:
+    if key.allowed_ips:
+        # SECURITY: client_ip is the socket peer unless the peer is a trusted proxy.
+        if not key.allows_ip(ctx.client_ip):
+            raise IpNotAllowed
+    elif route.permission in ctx.gateway.table.require_ip_allowlist:
         raise IpNotAllowed(
             f"The '{route.permission}' permission requires an API key with an IP allowlist"
         )

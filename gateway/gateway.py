@@ -21,6 +21,7 @@ from gateway.connections import ConnectionGuard
 from gateway.forward import create_upstream_session
 from gateway.metrics import Metrics
 from gateway.outcomes import Outcomes
+from gateway.pipeline import Steps, steps_for
 from gateway.ratelimit import RateLimiter
 from gateway.route_config import ConfigError, load_route_table
 from gateway.routes import RouteTable
@@ -57,6 +58,7 @@ class Gateway:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.steps: Steps = steps_for(rate_limits=settings.rate_limits)
         self.peppers: Mapping[int, str] = {
             **settings.old_key_peppers, settings.key_pepper_version: settings.key_pepper or ""}
         self._stack = AsyncExitStack()

@@ -2,12 +2,14 @@
 
 Each step takes the request's context, fills in what it found or raises a `GatewayError`.
 Steps without I/O are plain functions; the others return an awaitable only when they must
-wait (a warm key cache answers synchronously). A public route skips the key steps.
+wait (a warm key cache answers synchronously). A public route skips the key steps, and a
+step that cannot apply under the gateway's settings (rate limits off) is left out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 
 from aiohttp import web
 
@@ -20,7 +22,8 @@ from gateway.forward import forward
 from gateway.permissions import check_permission
 from gateway.ratelimit import apply_rate_limit
 
-__all__ = ["PRIVATE_STEPS", "PUBLIC_STEPS", "Step", "match_route", "run_pipeline"]
+__all__ = ["PRIVATE_STEPS", "PUBLIC_STEPS", "Step", "Steps", "match_route", "run_pipeline",
+           "steps_for"]
 
 Step = Callable[[RequestContext], Awaitable[None] | None]
 
@@ -44,6 +47,20 @@ PRIVATE_STEPS: tuple[Step, ...] = (
 PUBLIC_STEPS: tuple[Step, ...] = (check_client_blocked, apply_rate_limit)
 
 
+class Steps(NamedTuple):
+    """The steps a gateway runs for private and for public routes."""
+
+    private: tuple[Step, ...]
+    public: tuple[Step, ...]
+
+
+def steps_for(*, rate_limits: bool) -> Steps:
+    """The steps under these settings: a step that cannot apply is not asked every request."""
+    dropped = () if rate_limits else (apply_rate_limit,)
+    return Steps(tuple(s for s in PRIVATE_STEPS if s not in dropped),
+                 tuple(s for s in PUBLIC_STEPS if s not in dropped))
+
+
 def run_pipeline(ctx: RequestContext) -> Awaitable[web.StreamResponse]:
     """Run every step for the matched route, then forward. Errors propagate to the caller.
 
@@ -52,11 +69,11 @@ def run_pipeline(ctx: RequestContext) -> Awaitable[web.StreamResponse]:
     """
     match_route(ctx)
     assert ctx.route is not None
-    steps = PUBLIC_STEPS if ctx.route.is_public else PRIVATE_STEPS
-    for index, step in enumerate(steps):
+    steps = ctx.gateway.steps.public if ctx.route.is_public else ctx.gateway.steps.private
+    for step in steps:
         pending = step(ctx)
         if pending is not None:
-            return _finish(ctx, pending, steps[index + 1:])
+            return _finish(ctx, pending, steps[steps.index(step) + 1:])
     return forward(ctx)
 
 

@@ -13,17 +13,17 @@ from dataclasses import dataclass
 
 from gateway.store.base import KeyRecord
 
-__all__ = ["MISS", "MemoryCache", "Ticket"]
+__all__ = ["MISS", "MemoryCache", "Miss", "Ticket"]
 
 
-class _Miss:
+class Miss:
     __slots__ = ()
 
     def __repr__(self) -> str:
         return "MISS"
 
 
-MISS = _Miss()  # not cached at all (distinct from a cached "no such key", which is None)
+MISS = Miss()  # not cached at all (distinct from a cached "no such key", which is None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +54,7 @@ class MemoryCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, key_id: str) -> KeyRecord | _Miss | None:
+    def get(self, key_id: str) -> KeyRecord | Miss | None:
         """The cached answer while fresh, else MISS. No I/O, no await."""
         entry = self._entries.get(key_id)
         if entry is not None and entry[1] > time.monotonic():
@@ -63,7 +63,7 @@ class MemoryCache:
         self.misses += 1
         return MISS
 
-    def get_stale(self, key_id: str) -> KeyRecord | _Miss | None:
+    def get_stale(self, key_id: str) -> KeyRecord | Miss | None:
         """An expired positive answer within the stale bound (store down), else MISS."""
         entry = self._entries.get(key_id)
         if entry is not None and entry[0] is not None and entry[2] > time.monotonic():
