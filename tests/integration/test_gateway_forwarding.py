@@ -114,6 +114,37 @@ async def test_headers_sent_upstream(gateway: RunningApp, sandbox: RunningApp,
     assert seen["method"] == "GET"
 
 
+async def test_no_header_is_added_that_the_client_did_not_send(
+    gateway: RunningApp, sandbox: RunningApp, gateway_settings: Settings, db: asyncpg.Pool,
+) -> None:
+    """The upstream sees the client's headers and the gateway's own, and nothing else: no
+    default of the HTTP client library (Accept, User-Agent, Accept-Encoding, Content-Type)."""
+    key = await issue_key(db, gateway_settings, ["read", "trade"])
+    ours = ["host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id",
+            "x-gateway-account-id", "x-gateway-key-id", "x-gateway-permissions"]
+    response = await raw_request(gateway.port, (
+        f"GET {BALANCES} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key.token}\r\n"
+        "Connection: close\r\n\r\n").encode())
+    assert response.startswith(b"HTTP/1.1 200"), response[:200]
+    seen = await last_request(sandbox)
+    received = seen["headers"]
+    assert isinstance(received, dict)
+    assert sorted(received) == sorted(ours)
+    assert received["host"] == sandbox.url.removeprefix("http://")  # the upstream's own
+    assert seen["header_list"][0][0] == "Host"  # type: ignore[index]
+
+    response = await raw_request(gateway.port, (
+        f"POST /public/v1/account/orders HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {key.token}\r\nUser-Agent: bot/1\r\nContent-Length: 2\r\n"
+        "Connection: close\r\n\r\n{}").encode())
+    assert response.startswith(b"HTTP/1.1 "), response[:200]
+    seen = await last_request(sandbox)
+    received = seen["headers"]
+    assert isinstance(received, dict) and seen["method"] == "POST"
+    assert sorted(received) == sorted([*ours, "user-agent", "content-length"])
+    assert received["user-agent"] == "bot/1" and received["content-length"] == "2"
+
+
 async def test_unsafe_request_ids_are_replaced(gateway: RunningApp) -> None:
     async with aiohttp.ClientSession() as http:
         for given in ("x" * 65, "bad id", "a\u00e9"):
