@@ -28,6 +28,7 @@ import asyncpg
 
 from gateway.outcomes import Outcome
 from gateway.settings import Settings
+from gateway.tasks import stop_task
 
 __all__ = ["AUDITED_CODES", "AccessLog", "JsonFormatter", "configure_logging"]
 
@@ -188,11 +189,8 @@ class AccessLog:
             self.dropped = 0
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         await self.flush()
 
 

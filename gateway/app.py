@@ -32,6 +32,7 @@ from gateway.paths import normalise_path
 from gateway.pipeline import run_pipeline
 from gateway.settings import Settings
 from gateway.status import health_response, readiness_response
+from gateway.tasks import stop_task
 
 __all__ = ["GATEWAY_KEY", "build_app", "handle"]
 
@@ -129,12 +130,8 @@ def build_app(settings: Settings) -> web.Application:
         yield
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.remove_signal_handler(signal.SIGHUP)
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-        metrics_sync.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await metrics_sync
+        await stop_task(watcher)
+        await stop_task(metrics_sync)
         await gateway.aclose()
 
     app.cleanup_ctx.append(services)

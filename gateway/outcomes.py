@@ -9,13 +9,14 @@ a fraction of tallying and logging it on its own between two requests.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+
+from gateway.tasks import stop_task
 
 if TYPE_CHECKING:
     from gateway.context import RequestContext
@@ -98,9 +99,6 @@ class Outcomes:
             self.drain()
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         self.drain()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import asyncpg
+
+from gateway.tasks import stop_task
 
 __all__ = ["UsageRecorder"]
 
@@ -47,8 +48,5 @@ class UsageRecorder:
             await self.flush()
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
         await self.flush()

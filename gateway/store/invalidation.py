@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import redis.asyncio as aioredis
 
+from gateway.tasks import stop_task
+
 __all__ = ["PG_CHANNEL", "InvalidationListener"]
 
 log = logging.getLogger(__name__)
@@ -142,6 +144,5 @@ class InvalidationListener:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
         self._tasks.clear()
