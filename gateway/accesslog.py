@@ -49,6 +49,7 @@ _q = json.encoder.encode_basestring_ascii  # a str as a JSON string literal, quo
 # instead of formatting a float (twice per line).
 _FRACTIONS = tuple(f".{n:03d}" for n in range(1000))
 _FRAGMENTS_KEPT = 1024
+_KEYS_KEPT = 4096  # a key's id and account, as JSON fields
 
 _AuditRow = tuple[int | None, str | None, str, str, str]
 
@@ -70,6 +71,7 @@ class AccessLog:
         self.dropped = 0  # denials not audited because a batch was full
         self._ms = self._second = -1
         self._fragments: dict[tuple[str, str | None, int, str], str] = {}
+        self._keys: dict[str, str] = {}  # key id -> its key_id and account_id fields
         self._date = self._stamp = ""
         self._task: asyncio.Task[None] | None = None
         self._pruned_at = 0.0
@@ -86,41 +88,56 @@ class AccessLog:
             return
         # One write a batch: stdout is often unbuffered (PYTHONUNBUFFERED in containers), and
         # a system call per request is not free.
+        line = self._json_line if self.is_json else self._text_line
         with contextlib.suppress(OSError, ValueError):
-            self._stream.write("\n".join(map(self._line, outcomes)) + "\n")
+            self._stream.write("\n".join(map(line, outcomes)) + "\n")
             self._stream.flush()
 
-    def _line(self, outcome: Outcome) -> str:
+    def _json_line(self, outcome: Outcome) -> str:
         (at_ms, request_id, client_ip, method, path, route, status, code, key_id, account,
          micros, upstream) = outcome
         if at_ms != self._ms:  # requests answered in the same millisecond share one stamp
             self._new_stamp(at_ms)
-        stamp = self._stamp
-        if self.is_json:
-            # One f-string rather than json.dumps of a dict: a third of the cost. Every
-            # string that can carry client bytes is escaped; the request id
-            # (`request_id_of`), the address, key id and code cannot need it.
-            fragment = self._fragments.get((method, route, status, code))
-            if fragment is None:
-                fragment = self._fragment(method, route, status, code)
-            if route is None:
-                # Only a matched path is known to be normalised, and so plain RFC 3986
-                # characters (`normalise_path`); others may be anything the client sent.
-                path = _q(path)[1:-1]
-            key = "null" if key_id is None else f'"{key_id}"'
-            upstream_ms = ("null" if upstream is None
-                           else f"{upstream // 1000}{_FRACTIONS[upstream % 1000]}")
-            return (
-                f'{{"ts":"{stamp}","request_id":"{request_id}","client_ip":"{client_ip}",'
-                f'{fragment},"path":"{path}","key_id":{key},'
-                f'"account_id":{"null" if account is None else account},'
-                f'"duration_ms":{micros // 1000}{_FRACTIONS[micros % 1000]},'
-                f'"upstream_ms":{upstream_ms}}}'
-            )
+        # One f-string rather than json.dumps of a dict: a third of the cost. Every string
+        # that can carry client bytes is escaped; the request id (`request_id_of`), the
+        # address, key id and code cannot need it.
+        fragment = self._fragments.get((method, route, status, code))
+        if fragment is None:
+            fragment = self._fragment(method, route, status, code)
+        if route is None:
+            # Only a matched path is known to be normalised, and so plain RFC 3986
+            # characters (`normalise_path`); others may be anything the client sent.
+            path = _q(path)[1:-1]
+        if key_id is None:
+            key = '"key_id":null,"account_id":null'
+        elif account is None:  # the id a refused client claimed
+            key = f'"key_id":"{key_id}","account_id":null'
+        else:  # a key that was found: its two fields, made once
+            key = self._keys.get(key_id) or self._key_fields(key_id, account)
+        upstream_ms = ("null" if upstream is None
+                       else f"{upstream // 1000}{_FRACTIONS[upstream % 1000]}")
+        return (
+            f'{{"ts":"{self._stamp}","request_id":"{request_id}","client_ip":"{client_ip}",'
+            f'{fragment},"path":"{path}",{key},'
+            f'"duration_ms":{micros // 1000}{_FRACTIONS[micros % 1000]},'
+            f'"upstream_ms":{upstream_ms}}}'
+        )
+
+    def _text_line(self, outcome: Outcome) -> str:
+        (at_ms, request_id, client_ip, method, path, _, status, code, key_id, account,
+         micros, upstream) = outcome
+        if at_ms != self._ms:
+            self._new_stamp(at_ms)
         up = "-" if upstream is None else f"{upstream / 1000:.1f}ms"
-        return (f"{stamp} {client_ip} \"{method} {path}\" {status} "
+        return (f"{self._stamp} {client_ip} \"{method} {path}\" {status} "
                 f"{code or '-'} {micros / 1000:.1f}ms upstream={up} id={request_id} "
                 f"key={key_id or '-'} account={account if account is not None else '-'}")
+
+    def _key_fields(self, key_id: str, account: int) -> str:
+        if len(self._keys) >= _KEYS_KEPT:
+            self._keys.clear()
+        fields = self._keys[key_id] = f'"key_id":"{key_id}","account_id":{account}'
+        return fields
 
     def _fragment(self, method: str, route: str | None, status: int, code: str) -> str:
         """The JSON fields a request shares with many others: made once, then looked up."""

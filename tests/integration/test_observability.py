@@ -185,6 +185,8 @@ async def test_metrics_access_log_and_audit_count_known_traffic(
     denied = by_id["obs-denied-1"]
     assert denied["status"] == 403 and denied["error"] == "MISSING_PERMISSION"
     assert denied["upstream_ms"] is None
+    deleted = by_id["obs-deleted-1"]  # the id the client claimed, no account: it was refused
+    assert deleted["key_id"] == first.key_id and deleted["account_id"] is None
 
     rows = await db.fetch(
         "SELECT request_id, action, actor, key_id, user_id, host(client_ip) AS ip, detail"
