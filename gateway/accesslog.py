@@ -10,8 +10,7 @@ Denials worth investigating (a key used from an address its allowlist refuses, a
 lacking a permission, a well-formed token that fails, a blocked client address) are also
 written to the PostgreSQL audit log, in batches off the hot path, at most `max_batch` rows
 per flush (every `flush_interval` seconds; a flood of bad tokens must not become a flood of
-writes). Rows older than
-`audit_retention` are deleted about once an hour.
+writes). Rows older than `audit_retention` are deleted about once an hour.
 """
 
 from __future__ import annotations

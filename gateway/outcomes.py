@@ -64,6 +64,7 @@ class Outcomes:
         wall = time.time_ns() - time.perf_counter_ns()  # perf_counter readings as unix time
         outcomes: list[Outcome] = []
         for ctx, request, request_id, status, code, started, ended in pending:
+            at_ms, micros = (wall + ended) // 1_000_000, (ended - started) // 1000
             if ctx is not None:
                 route = ctx.route
                 key = ctx.key
@@ -75,15 +76,14 @@ class Outcomes:
                     account = None
                 upstream = ctx.upstream_ns
                 outcomes.append((
-                    (wall + ended) // 1_000_000, request_id, ctx.client_ip_text,
-                    request.method, ctx.path, route.pattern if route is not None else None,
-                    status, code, key_id, account, (ended - started) // 1000,
-                    upstream // 1000 if upstream is not None else None))
+                    at_ms, request_id, ctx.client_ip_text, request.method, ctx.path,
+                    route.pattern if route is not None else None, status, code, key_id,
+                    account, micros, upstream // 1000 if upstream is not None else None))
             else:  # refused before its path could be read: as it came, without the query
                 outcomes.append((
-                    (wall + ended) // 1_000_000, request_id, request.remote or "-",
-                    request.method, request.raw_path.partition("?")[0], None, status, code,
-                    None, None, (ended - started) // 1000, None))
+                    at_ms, request_id, request.remote or "-", request.method,
+                    request.raw_path.partition("?")[0], None, status, code, None, None, micros,
+                    None))
         for reader in self.readers:
             try:
                 reader(outcomes)

@@ -141,8 +141,5 @@ class InvalidationListener:
             await self._on_redis_back(lost_at)
 
     async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            await stop_task(task)
+        await asyncio.gather(*map(stop_task, self._tasks))  # all cancelled at once
         self._tasks.clear()
