@@ -42,7 +42,7 @@ GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
-def request_id_of(request: web.Request) -> str:
+def request_id_of(request: web.BaseRequest) -> str:
     """The client's X-Request-Id when it is safe to echo and log, else a fresh one."""
     given = request.headers.get(hdrs.X_REQUEST_ID)  # an istr: looked up without case-folding
     if given is not None and _REQUEST_ID.fullmatch(given):

@@ -20,6 +20,7 @@ __all__ = [
     "IpNotAllowed",
     "KeyInvalid",
     "KeyMissing",
+    "MalformedRequest",
     "PayloadTooLarge",
     "PermissionMissing",
     "RateLimited",
@@ -57,6 +58,14 @@ class IllegalChars(GatewayError):
     status = 400
     code = "ILLEGAL_CHARS"
     message = "The request path contains characters or encodings that are not allowed"
+
+
+class MalformedRequest(GatewayError):
+    """Bytes aiohttp's parser refused: not HTTP/1.1, or framed two ways (smuggling)."""
+
+    status = 400
+    code = "ILLEGAL_CHARS"  # the exchange's code for a request it cannot read
+    message = "The request is not valid HTTP/1.1"
 
 
 class KeyMissing(GatewayError):

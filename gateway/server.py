@@ -26,6 +26,7 @@ from gateway.accesslog import configure_logging
 from gateway.app import GATEWAY_KEY, build_app
 from gateway.connections import ConnectionGuard
 from gateway.metrics import enable_multiprocess
+from gateway.protocol import GatewayRequestHandler
 from gateway.settings import Settings
 from gateway.status import build_status_app
 
@@ -69,13 +70,22 @@ async def listen(runner: web.AppRunner, sock: socket.socket, settings: Settings)
     """Serve the gateway app of `runner` on `sock` (bound, listening).
 
     Our own listener instead of aiohttp's SockSite: every connection goes through the guard
-    first, which also keeps the state the pipeline remembers per connection.
+    first, which also keeps the state the pipeline remembers per connection, and is served
+    by `GatewayRequestHandler` (aiohttp's protocol, its refusals in the contract's JSON).
     """
     guard = ConnectionGuard(settings.max_connections, settings.client_timeout)
     runner.app[GATEWAY_KEY].connections = guard
-    assert runner.server is not None
-    server = await asyncio.get_running_loop().create_server(
-        guard.factory(runner.server), sock=sock, backlog=4096, ssl=settings.ssl_context)
+    web_server = runner.server
+    assert web_server is not None
+    loop = asyncio.get_running_loop()
+    args: dict[str, Any] = {**handler_args(settings), "access_log": None}  # ours logs
+
+    def protocol() -> GatewayRequestHandler:
+        # What `web_server()` would make, answering aiohttp's own refusals our way.
+        return GatewayRequestHandler(web_server, loop=loop, **args)
+
+    server = await loop.create_server(guard.factory(protocol), sock=sock, backlog=4096,
+                                      ssl=settings.ssl_context)
     return Listening(server, asyncio.create_task(guard.sweep_forever()))
 
 

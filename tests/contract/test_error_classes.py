@@ -20,6 +20,7 @@ from gateway.errors import (
     IpNotAllowed,
     KeyInvalid,
     KeyMissing,
+    MalformedRequest,
     PayloadTooLarge,
     PermissionMissing,
     RateLimited,
@@ -70,6 +71,13 @@ def test_gateway_error() -> None:
 
 def test_illegal_chars() -> None:
     response, body = _render(IllegalChars())
+    assert (response.status, body["error"]) == (400, "ILLEGAL_CHARS")
+    assert "WWW-Authenticate" not in response.headers
+
+
+def test_malformed_request() -> None:
+    # aiohttp's parser refusals: the exchange's 400 code, so clients raise BadRequest.
+    response, body = _render(MalformedRequest())
     assert (response.status, body["error"]) == (400, "ILLEGAL_CHARS")
     assert "WWW-Authenticate" not in response.headers
 

@@ -4,6 +4,7 @@ produced by a real request through the real gateway in front of the sandbox exch
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -116,6 +117,51 @@ async def test_illegal_chars(gateway: RunningApp) -> None:
         "GET", gateway.url + "/public/v1/account%2Fbalances",
         headers={"Authorization": "Bearer x"})
     assert_error(status, body, headers, 400, "ILLEGAL_CHARS")
+
+
+async def exchange_raw(port: int, raw: bytes) -> tuple[int, CIMultiDict[str], bytes]:
+    """Send bytes no HTTP client would; read the answer up to the gateway's close."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        # Up to EOF: a connection left open fails here.
+        answer = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = CIMultiDict(line.split(": ", 1) for line in lines)
+    return int(status_line.split()[1]), headers, body
+
+
+_SMUGGLED = b"GET /public/v1/account/balances HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize(("raw", "expected_status", "code"), [
+    pytest.param(b"POST /public/v1/account/orders HTTP/1.1\r\nHost: x\r\nContent-Length: 42"
+                 b"\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + _SMUGGLED,
+                 400, "ILLEGAL_CHARS", id="content-length-and-chunked"),
+    pytest.param(b"POST /public/v1/account/orders HTTP/1.1\r\nHost: x\r\nContent-Length: 0"
+                 b"\r\nContent-Length: 40\r\n\r\n" + _SMUGGLED,
+                 400, "ILLEGAL_CHARS", id="two-content-lengths"),
+    pytest.param(b"GET /public/v1/time HTTP/1.1\r\nHost: x\r\nBad Name: y\r\n\r\n",
+                 400, "ILLEGAL_CHARS", id="space-in-header-name"),
+    pytest.param(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(32)),
+                 400, "ILLEGAL_CHARS", id="tls-on-the-plain-port"),
+    pytest.param(b"GET /public/v1/time HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000
+                 + b"\r\n\r\n", 431, "HEADERS_TOO_LARGE", id="header-past-the-parser-limit"),
+])
+async def test_unparsable_requests_get_the_contract_error(
+        gateway: RunningApp, raw: bytes, expected_status: int, code: str) -> None:
+    """aiohttp's parser refuses these before any handler runs: the answer is still the
+    contract's JSON with a request id, the connection is closed, and nothing smuggled
+    behind the refused request is answered."""
+    status, headers, body = await exchange_raw(gateway.port, raw)
+    assert headers["Content-Type"].startswith("application/json")
+    length = int(headers["Content-Length"])
+    assert_error(status, json.loads(body[:length]), headers, expected_status, code)
+    assert body[length:] == b"", "a second answer followed the refusal"
 
 
 async def test_payload_too_large_by_length_and_by_chunks(
