@@ -27,12 +27,12 @@ from gateway.errors import (
     error_response,
 )
 from gateway.gateway import Gateway
-from gateway.metrics import sync_metrics_forever
+from gateway.metrics import Metrics
 from gateway.paths import normalise_path
 from gateway.pipeline import run_pipeline
 from gateway.settings import Settings
 from gateway.status import health_response, readiness_response
-from gateway.tasks import stop_task
+from gateway.tasks import every, stop_task
 
 __all__ = ["GATEWAY_KEY", "build_app", "handle"]
 
@@ -122,8 +122,10 @@ def build_app(settings: Settings) -> web.Application:
     async def services(app: web.Application) -> AsyncIterator[None]:
         gateway = await Gateway.open(settings)
         app[GATEWAY_KEY] = gateway
-        metrics_sync = asyncio.create_task(sync_metrics_forever(gateway), name="metrics-sync")
-        watcher = asyncio.create_task(_watch_routes(gateway), name="routes-watch")
+        metrics = Metrics.get()
+        metrics_sync = every(1.0, lambda: metrics.sync(gateway), "metrics-sync")
+        # The route file, reloaded when it changes on disk.
+        watcher = every(1.0, gateway.reload_routes_if_changed, "routes-watch")
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, gateway.reload_routes)
@@ -132,6 +134,7 @@ def build_app(settings: Settings) -> web.Application:
             loop.remove_signal_handler(signal.SIGHUP)
         await stop_task(watcher)
         await stop_task(metrics_sync)
+        metrics.sync(gateway)  # the last requests of a worker that stops
         await gateway.aclose()
 
     app.cleanup_ctx.append(services)
@@ -140,9 +143,3 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
 
-
-async def _watch_routes(gateway: Gateway, interval: float = 1.0) -> None:
-    """Reload the route file when it changes on disk."""
-    while True:
-        await asyncio.sleep(interval)
-        gateway.reload_routes_if_changed()

@@ -51,11 +51,6 @@ class ConnectionGuard:
             if not guarded.busy and guarded.deadline <= now:
                 guarded.expire()
 
-    async def sweep_forever(self, interval: float = 1.0) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            self.sweep()
-
 
 class GuardedProtocol(asyncio.Protocol):
     """Delegates everything to aiohttp's protocol, adding the cap and the deadline."""

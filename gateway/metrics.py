@@ -13,7 +13,6 @@ multiprocess mode).
 
 from __future__ import annotations
 
-import asyncio
 import os
 from bisect import bisect_left
 from pathlib import Path
@@ -39,7 +38,6 @@ __all__ = [
     "Metrics",
     "enable_multiprocess",
     "render_metrics",
-    "sync_metrics_forever",
 ]
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -185,17 +183,6 @@ class Metrics:
                 self.key_store.labels(result).inc(gained)
             else:
                 self.key_cache.labels(layer, result).inc(gained)
-
-
-async def sync_metrics_forever(gateway: Gateway, interval: float = 1.0) -> None:
-    """Keep the Prometheus counters in step with the gateway's own (a worker's task)."""
-    metrics = Metrics.get()
-    try:
-        while True:
-            await asyncio.sleep(interval)
-            metrics.sync(gateway)
-    finally:
-        metrics.sync(gateway)  # the last requests of a worker that stops
 
 
 def enable_multiprocess(folder: str) -> None:

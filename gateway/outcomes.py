@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from gateway.tasks import stop_task
+from gateway.tasks import every, stop_task
 
 if TYPE_CHECKING:
     from gateway.context import RequestContext
@@ -91,12 +91,7 @@ class Outcomes:
                 log.exception("%r failed on a batch of %d requests", reader, len(outcomes))
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outcomes")
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            self.drain()
+        self._task = every(self._interval, self.drain, "outcomes")
 
     async def aclose(self) -> None:
         await stop_task(self._task)

@@ -29,6 +29,7 @@ from gateway.metrics import enable_multiprocess
 from gateway.protocol import GatewayRequestHandler
 from gateway.settings import Settings
 from gateway.status import build_status_app
+from gateway.tasks import every
 
 __all__ = ["Listening", "handler_args", "install_uvloop", "listen", "serve"]
 
@@ -86,7 +87,7 @@ async def listen(runner: web.AppRunner, sock: socket.socket, settings: Settings)
 
     server = await loop.create_server(guard.factory(protocol), sock=sock, backlog=4096,
                                       ssl=settings.ssl_context)
-    return Listening(server, asyncio.create_task(guard.sweep_forever()))
+    return Listening(server, every(1.0, guard.sweep, "connection-sweep"))
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -7,7 +7,7 @@ import logging
 
 import asyncpg
 
-from gateway.tasks import stop_task
+from gateway.tasks import every, stop_task
 
 __all__ = ["UsageRecorder"]
 
@@ -27,7 +27,7 @@ class UsageRecorder:
         self._pending.add(key_id)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="last-used-flush")
+        self._task = every(self._interval, self.flush, "last-used-flush")
 
     async def flush(self) -> None:
         if not self._pending:
@@ -41,11 +41,6 @@ class UsageRecorder:
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             log.warning("could not record last use of %d key(s): %r", len(batch), exc)
             self._pending |= batch
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            await self.flush()
 
     async def aclose(self) -> None:
         await stop_task(self._task)
