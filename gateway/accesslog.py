@@ -27,7 +27,7 @@ import asyncpg
 
 from gateway.outcomes import Outcome
 from gateway.settings import Settings
-from gateway.tasks import stop_task
+from gateway.tasks import every, stop_task
 
 __all__ = ["AUDITED_CODES", "AccessLog", "JsonFormatter", "configure_logging"]
 
@@ -87,40 +87,43 @@ class AccessLog:
             return
         # One write a batch: stdout is often unbuffered (PYTHONUNBUFFERED in containers), and
         # a system call per request is not free.
-        line = self._json_line if self.is_json else self._text_line
+        lines = self._json_lines(outcomes) if self.is_json else map(self._text_line, outcomes)
         with contextlib.suppress(OSError, ValueError):
-            self._stream.write("\n".join(map(line, outcomes)) + "\n")
+            self._stream.write("\n".join(lines) + "\n")
             self._stream.flush()
 
-    def _json_line(self, outcome: Outcome) -> str:
-        (at_ms, request_id, client_ip, method, path, route, status, code, key_id, account,
-         micros, upstream) = outcome
-        if at_ms != self._ms:  # requests answered in the same millisecond share one stamp
-            self._new_stamp(at_ms)
-        # One f-string rather than json.dumps of a dict: a third of the cost. Every string
-        # that can carry client bytes is escaped; the request id (`request_id_of`), the
-        # address, key id and code cannot need it.
-        fragment = self._fragments.get((method, route, status, code))
-        if fragment is None:
-            fragment = self._fragment(method, route, status, code)
-        if route is None:
-            # Only a matched path is known to be normalised, and so plain RFC 3986
-            # characters (`normalise_path`); others may be anything the client sent.
-            path = _q(path)[1:-1]
-        if key_id is None:
-            key = '"key_id":null,"account_id":null'
-        elif account is None:  # the id a refused client claimed
-            key = f'"key_id":"{key_id}","account_id":null'
-        else:  # a key that was found: its two fields, made once
-            key = self._keys.get(key_id) or self._key_fields(key_id, account)
-        upstream_ms = ("null" if upstream is None
-                       else f"{upstream // 1000}{_FRACTIONS[upstream % 1000]}")
-        return (
-            f'{{"ts":"{self._stamp}","request_id":"{request_id}","client_ip":"{client_ip}",'
-            f'{fragment},"path":"{path}",{key},'
-            f'"duration_ms":{micros // 1000}{_FRACTIONS[micros % 1000]},'
-            f'"upstream_ms":{upstream_ms}}}'
-        )
+    def _json_lines(self, outcomes: list[Outcome]) -> list[str]:
+        # One loop over the batch, what every line reads held in locals: a line costs about
+        # half of what a method call per line costs. One f-string rather than json.dumps of a
+        # dict: a third of the cost. Every string that can carry client bytes is escaped; the
+        # request id (`request_id_of`), the address, key id and code cannot need it.
+        fragments, keys, fractions = self._fragments, self._keys, _FRACTIONS
+        ms, stamp = self._ms, self._stamp
+        lines: list[str] = []
+        append = lines.append
+        for (at_ms, request_id, client_ip, method, path, route, status, code, key_id, account,
+             micros, upstream) in outcomes:
+            if at_ms != ms:  # requests answered in the same millisecond share one stamp
+                ms, stamp = at_ms, self._new_stamp(at_ms)
+            fragment = (fragments.get((method, route, status, code))
+                        or self._fragment(method, route, status, code))
+            if route is None:
+                # Only a matched path is known to be normalised, and so plain RFC 3986
+                # characters (`normalise_path`); others may be anything the client sent.
+                path = _q(path)[1:-1]
+            if key_id is None:
+                key = '"key_id":null,"account_id":null'
+            elif account is None:  # the id a refused client claimed
+                key = f'"key_id":"{key_id}","account_id":null'
+            else:  # a key that was found: its two fields, made once
+                key = keys.get(key_id) or self._key_fields(key_id, account)
+            upstream_ms = ("null" if upstream is None
+                           else f"{upstream // 1000}{fractions[upstream % 1000]}")
+            append(f'{{"ts":"{stamp}","request_id":"{request_id}","client_ip":"{client_ip}",'
+                   f'{fragment},"path":"{path}",{key},'
+                   f'"duration_ms":{micros // 1000}{fractions[micros % 1000]},'
+                   f'"upstream_ms":{upstream_ms}}}')
+        return lines
 
     def _text_line(self, outcome: Outcome) -> str:
         (at_ms, request_id, client_ip, method, path, _, status, code, key_id, account,
@@ -148,13 +151,14 @@ class AccessLog:
             f'"status":{status},"error":{error}')
         return fragment
 
-    def _new_stamp(self, at_ms: int) -> None:
+    def _new_stamp(self, at_ms: int) -> str:
         self._ms = at_ms
         second, milli = divmod(at_ms, 1000)
         if second != self._second:  # strftime once a second
             self._second = second
             self._date = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         self._stamp = f"{self._date}.{milli:03d}Z"
+        return self._stamp
 
     def _audit(self, outcome: Outcome) -> None:
         if len(self._pending) >= self._max_batch:
@@ -169,12 +173,7 @@ class AccessLog:
     # --- background ----------------------------------------------------------------------
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="access-log")
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._flush_interval)
-            await self.flush()
+        self._task = every(self._flush_interval, self.flush, "audit-flush")
 
     async def flush(self) -> None:
         """Write pending audit rows; prune old ones now and then."""
