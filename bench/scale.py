@@ -26,6 +26,7 @@ from gateway.store.layered import LayeredKeyStore
 from gateway.store.memory import MemoryCache
 from gateway.store.postgres import PostgresKeyStore, create_pool
 from gateway.store.redis import RedisKeyCache, connect_redis
+from gateway.store.resp import open_pipe
 
 __all__ = ["LookupStats", "run_scale"]
 
@@ -121,6 +122,7 @@ async def _run(database_url: str, redis_url: str, keys: int, lookups: int, concu
     settings = Settings()  # the production defaults: pool size, timeouts, TTLs
     pool = await create_pool(database_url, max_size=10, timeout=settings.store_timeout * 5)
     client = connect_redis(redis_url, settings.store_timeout)
+    pipe = open_pipe(client)  # the gateway's own lean connection for hot-path commands
     stats: list[LookupStats] = []
     try:
         postgres = PostgresKeyStore(pool, settings.store_timeout)
@@ -129,7 +131,7 @@ async def _run(database_url: str, redis_url: str, keys: int, lookups: int, concu
             # A fresh prefix: nothing of this run's keys is in Redis yet.
             redis_cache = RedisKeyCache(client, f"kgbench:{secrets.token_hex(6)}:",
                                         settings.redis_key_ttl, settings.negative_cache_ttl,
-                                        settings.tombstone_ttl)
+                                        settings.tombstone_ttl, pipe=pipe)
             memory = MemoryCache(settings.key_cache_ttl, settings.negative_cache_ttl,
                                  settings.key_cache_stale_ttl, settings.key_cache_size)
             return LayeredKeyStore(memory, redis_cache, postgres)
@@ -144,6 +146,7 @@ async def _run(database_url: str, redis_url: str, keys: int, lookups: int, concu
             say(f"  {name:<22} p50 {stats[-1].p50_ms:5.2f} ms  p99 {stats[-1].p99_ms:5.2f} ms  "
                 f"{stats[-1].per_second:7.0f} lookups/s")
     finally:
+        await pipe.aclose()
         await client.aclose()
         await pool.close()
     return {
