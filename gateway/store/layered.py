@@ -107,7 +107,7 @@ class LayeredKeyStore:
             raise StoreUnavailable from exc
         self.stats.postgres_hits += 1
         if self.redis is not None:
-            await self.redis.fill(key_id, record)
+            self.redis.fill(key_id, record)
         return record
 
     async def aclose(self) -> None:

@@ -9,6 +9,7 @@ Values under `<prefix>key:<key_id>`:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -64,6 +65,7 @@ class RedisKeyCache:
         self._tombstone_ttl = max(1, int(tombstone_ttl))
         self._retry_after = retry_after
         self._down_until = 0.0
+        self._fills: set[asyncio.Future[list[object]]] = set()
 
     @classmethod
     def from_settings(cls, client: aioredis.Redis, settings: Settings,
@@ -83,7 +85,7 @@ class RedisKeyCache:
     def is_up(self) -> bool:
         return time.monotonic() >= self._down_until
 
-    def _mark_down(self, exc: Exception) -> None:
+    def _mark_down(self, exc: BaseException) -> None:
         if self.is_up:
             log.warning("redis unavailable, falling back to PostgreSQL: %s", exc)
         self._down_until = time.monotonic() + self._retry_after
@@ -103,17 +105,32 @@ class RedisKeyCache:
             return True, None
         return True, decode_record(key_id, data if isinstance(data, bytes) else str(data).encode())
 
-    async def fill(self, key_id: str, record: KeyRecord | None) -> None:
-        """Cache a PostgreSQL answer unless something (a tombstone) is already there."""
+    def fill(self, key_id: str, record: KeyRecord | None) -> None:
+        """Cache a PostgreSQL answer unless something (a tombstone) is already there.
+
+        Sent, not waited for: the request already has its answer, and whatever is sent on
+        the pipe after it reaches Redis after it. A fill that fails marks Redis down, as a
+        failed lookup does.
+        """
         if not self.is_up:
             return
         value, ttl = (
             (encode_record(record), self._ttl) if record else (NEGATIVE, self._negative_ttl)
         )
-        try:
-            await call(self._pipe, "SET", self.cache_key(key_id), value, "EX", ttl, "NX")
-        except (RedisError, OSError) as exc:
-            self._mark_down(exc)
+        sent = asyncio.ensure_future(
+            self._pipe.execute([("SET", self.cache_key(key_id), value, "EX", ttl, "NX")]))
+        self._fills.add(sent)  # a task (reconnecting, or redis-py's pipe) must not be collected
+        sent.add_done_callback(self._filled)
+
+    def _filled(self, sent: asyncio.Future[list[object]]) -> None:
+        self._fills.discard(sent)
+        if sent.cancelled():
+            return
+        error = sent.exception()
+        if error is None:  # an error reply (out of memory, say) is a failure too
+            error = next((r for r in sent.result() if isinstance(r, Exception)), None)
+        if error is not None:
+            self._mark_down(error)
 
     async def invalidate(self, key_id: str, *, deleted: bool) -> None:
         """Tombstone (deleted) or forget (changed) a key, then tell every process."""

@@ -14,19 +14,20 @@ import asyncpg
 import pytest
 
 from gateway.errors import StoreUnavailable
-from gateway.keys import generate_token
+from gateway.keys import generate_key_id, generate_token
 from gateway.lifecycle import delete_key
 from gateway.migrate import apply_migrations
 from gateway.settings import Settings
-from gateway.store.base import KeyRecord
+from gateway.store.base import KeyRecord, encode_record
 from gateway.store.layered import LayeredKeyStore
 from gateway.store.memory import MISS, MemoryCache
 from gateway.store.postgres import PostgresKeyStore
-from gateway.store.redis import RedisKeyCache, connect_redis
+from gateway.store.redis import NEGATIVE, RedisKeyCache, connect_redis
+from gateway.store.resp import call, open_pipe
 from tests.integration.conftest import services_of
 from tests.support.processes import GatewayProcess
 from tests.support.servers import RunningApp, issue_key, start_gateway
-from tests.support.services import PrivateRedis
+from tests.support.services import PrivateRedis, free_port
 from tests.support.tcpproxy import through_proxy
 
 pytestmark = pytest.mark.integration
@@ -234,6 +235,46 @@ async def test_refill_racing_a_delete_cannot_resurrect_the_key(
         assert await store.get(key.key_id) is None
         assert await cache.client.get(cache.cache_key(key.key_id)) == b"x"
     finally:
+        await cache.aclose()
+
+
+async def test_a_cold_lookup_fills_redis_without_waiting_for_it(
+    gateway_settings: Settings, db: asyncpg.Pool, redis_url: str
+) -> None:
+    key = await issue_key(db, gateway_settings)
+    client = connect_redis(redis_url, 1.0)
+    pipe = open_pipe(client)  # the gateway's own, as `Gateway.open` makes it
+    cache = RedisKeyCache(client, f"{gateway_settings.redis_prefix}fill:", 60, 5, 3600,
+                          pipe=pipe)
+    store = LayeredKeyStore(MemoryCache(ttl=60, negative_ttl=5, stale_ttl=300), cache,
+                            PostgresKeyStore(db))
+    unknown = generate_key_id()
+    try:
+        record = await store.get(key.key_id)
+        assert record is not None and await store.get(unknown) is None
+        # The fills were sent before the lookups returned: what follows on the same pipe
+        # (the next lookup of another process's request) is answered after them.
+        assert await call(pipe, "GET", cache.cache_key(key.key_id)) == encode_record(record)
+        assert await call(pipe, "GET", cache.cache_key(unknown)) == NEGATIVE
+    finally:
+        await pipe.aclose()
+        await cache.aclose()
+
+
+async def test_a_fill_that_fails_marks_redis_down() -> None:
+    client = connect_redis(f"redis://127.0.0.1:{free_port()}", 1.0)  # nothing listens
+    pipe = open_pipe(client)
+    cache = RedisKeyCache(client, "kgtest:", 60, 5, 3600, retry_after=30.0, pipe=pipe)
+    try:
+        cache.fill(generate_key_id(), None)
+        assert cache.is_up  # not waited for
+        for _ in range(100):
+            if not cache.is_up:
+                break
+            await asyncio.sleep(0.01)
+        assert not cache.is_up, "a failed fill left Redis marked up"
+    finally:
+        await pipe.aclose()
         await cache.aclose()
 
 
