@@ -6,12 +6,15 @@ port, a space in a header name), a header line past its own limit. Its answer wo
 text without a request id, and it logs each one with a traceback: a flood of garbage would
 become a flood of tracebacks. Here such a request gets the contract's JSON and one log line,
 both naming the same request id, and the connection is closed (what follows the refused
-bytes cannot be trusted to be a request of its own).
+bytes cannot be trusted to be a request of its own). Like every answer, it is counted and
+gets an access-log line (method `UNKNOWN`, path `/`: aiohttp keeps neither).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
@@ -25,6 +28,7 @@ from gateway.errors import (
     MalformedRequest,
     error_response,
 )
+from gateway.outcomes import Outcomes
 
 __all__ = ["GatewayRequestHandler"]
 
@@ -35,6 +39,10 @@ _REASON_KEPT = 200
 
 class GatewayRequestHandler(RequestHandler):
     """One per connection, made by `server.listen` in place of aiohttp's own."""
+
+    def __init__(self, outcomes: Outcomes, manager: web.Server, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._outcomes = outcomes
 
     def handle_error(self, request: web.BaseRequest, status: int = 500,
                      exc: BaseException | None = None,
@@ -54,4 +62,6 @@ class GatewayRequestHandler(RequestHandler):
                         request.remote, (message or str(exc))[:_REASON_KEPT])
         response = error_response(error, request_id)
         response.force_close()
+        self._outcomes.add(None, request, request_id, error.status, error.code,
+                           time.perf_counter_ns())
         return response

@@ -75,7 +75,8 @@ async def listen(runner: web.AppRunner, sock: socket.socket, settings: Settings)
     by `GatewayRequestHandler` (aiohttp's protocol, its refusals in the contract's JSON).
     """
     guard = ConnectionGuard(settings.max_connections, settings.client_timeout)
-    runner.app[GATEWAY_KEY].connections = guard
+    gateway = runner.app[GATEWAY_KEY]
+    gateway.connections = guard
     web_server = runner.server
     assert web_server is not None
     loop = asyncio.get_running_loop()
@@ -83,7 +84,7 @@ async def listen(runner: web.AppRunner, sock: socket.socket, settings: Settings)
 
     def protocol() -> GatewayRequestHandler:
         # What `web_server()` would make, answering aiohttp's own refusals our way.
-        return GatewayRequestHandler(web_server, loop=loop, **args)
+        return GatewayRequestHandler(gateway.outcomes, web_server, loop=loop, **args)
 
     server = await loop.create_server(guard.factory(protocol), sock=sock, backlog=4096,
                                       ssl=settings.ssl_context)

@@ -13,6 +13,8 @@ import asyncpg
 import pytest
 from multidict import CIMultiDict
 
+from gateway.app import GATEWAY_KEY
+from gateway.outcomes import Outcome
 from gateway.settings import Settings
 from tests.support.servers import RunningApp, issue_key, start_gateway
 from tests.support.services import PrivateRedis, free_port
@@ -157,11 +159,18 @@ async def test_unparsable_requests_get_the_contract_error(
     """aiohttp's parser refuses these before any handler runs: the answer is still the
     contract's JSON with a request id, the connection is closed, and nothing smuggled
     behind the refused request is answered."""
+    outcomes = gateway.app[GATEWAY_KEY].outcomes
+    seen: list[Outcome] = []
+    outcomes.readers.append(seen.extend)  # beside the metrics and the access log
     status, headers, body = await exchange_raw(gateway.port, raw)
     assert headers["Content-Type"].startswith("application/json")
     length = int(headers["Content-Length"])
     assert_error(status, json.loads(body[:length]), headers, expected_status, code)
     assert body[length:] == b"", "a second answer followed the refusal"
+    outcomes.drain()
+    # Counted and logged like any answer, under the id the client was given.
+    assert [(o[1], o[3], o[6], o[7]) for o in seen] == [
+        (headers["X-Request-Id"], "UNKNOWN", expected_status, code)]
 
 
 async def test_payload_too_large_by_length_and_by_chunks(
