@@ -93,8 +93,8 @@ class AccessLog:
             self._stream.flush()
 
     def _json_lines(self, outcomes: list[Outcome]) -> list[str]:
-        # One loop over the batch, what every line reads held in locals: a line costs about
-        # half of what a method call per line costs. One f-string rather than json.dumps of a
+        # One loop over the batch, what every line reads held in locals (no method call and
+        # attribute loads per line: 7% of a line). One f-string rather than json.dumps of a
         # dict: a third of the cost. Every string that can carry client bytes is escaped; the
         # request id (`request_id_of`), the address, key id and code cannot need it.
         fragments, keys, fractions = self._fragments, self._keys, _FRACTIONS

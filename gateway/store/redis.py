@@ -108,9 +108,9 @@ class RedisKeyCache:
     def fill(self, key_id: str, record: KeyRecord | None) -> None:
         """Cache a PostgreSQL answer unless something (a tombstone) is already there.
 
-        Sent, not waited for: the request already has its answer, and whatever is sent on
-        the pipe after it reaches Redis after it. A fill that fails marks Redis down, as a
-        failed lookup does.
+        Sent, not waited for: the request already has its answer. On the gateway's own pipe
+        (`RespPipe`), whatever is sent after it reaches Redis after it. A fill that fails
+        marks Redis down, as a failed lookup does.
         """
         if not self.is_up:
             return

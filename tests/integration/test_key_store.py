@@ -238,7 +238,7 @@ async def test_refill_racing_a_delete_cannot_resurrect_the_key(
         await cache.aclose()
 
 
-async def test_a_cold_lookup_fills_redis_without_waiting_for_it(
+async def test_a_cold_lookup_fills_redis_before_the_next_command_on_its_pipe(
     gateway_settings: Settings, db: asyncpg.Pool, redis_url: str
 ) -> None:
     key = await issue_key(db, gateway_settings)
