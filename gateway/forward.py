@@ -123,9 +123,12 @@ _RATELIMIT_REMAINING = istr("X-RateLimit-Remaining")
 def _dropped(headers: CIMultiDictProxy[str], base: frozenset[str]) -> frozenset[str]:
     """`base` plus the headers the Connection header names as hop-by-hop (RFC 9110 7.6.1)."""
     named = headers.getall(hdrs.CONNECTION, ())
-    if not named:
-        return base
-    return base | {t.strip().lower() for v in named for t in v.split(",")}
+    return _plus_named(base, tuple(named)) if named else base
+
+
+@functools.lru_cache(maxsize=256)  # the same few values ("keep-alive") over and over
+def _plus_named(base: frozenset[str], connection: tuple[str, ...]) -> frozenset[str]:
+    return base | {t.strip().lower() for value in connection for t in value.split(",")}
 
 
 _TIMEOUTS: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
@@ -184,12 +187,14 @@ def build_upstream_headers(ctx: RequestContext) -> CIMultiDict[str]:
     return headers
 
 
-def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
+def response_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """The upstream's headers minus hop-by-hop ones (the server frames the body itself)."""
-    dropped = _dropped(upstream.headers, HOP_BY_HOP)
-    return CIMultiDict(
-        (name, value) for name, value in upstream.headers.items() if name.lower() not in dropped
-    )
+    # One copy in C, then the few hop-by-hop names out: half the cost of a filtered copy.
+    headers = CIMultiDict(incoming)
+    for name in _dropped(incoming, HOP_BY_HOP):
+        if name in headers:
+            del headers[name]  # every value of it
+    return headers
 
 
 @contextlib.contextmanager
@@ -259,7 +264,7 @@ async def forward(ctx: RequestContext) -> web.StreamResponse:
         _OUTGOING.reset(outgoing)
     try:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
-                                      headers=response_headers(upstream))
+                                      headers=response_headers(upstream.headers))
         _decorate(ctx, response)
         try:
             await response.prepare(request)
