@@ -143,6 +143,11 @@ def _timeout(connect: float, read: float) -> aiohttp.ClientTimeout:
     return timeout
 
 
+@functools.lru_cache(maxsize=4096)  # the same endpoints over and over; a URL is immutable
+def _upstream_url(origin: str, path: str) -> URL:
+    return URL(f"{origin}{path}", encoded=True)
+
+
 @functools.lru_cache(maxsize=4096)  # keys in use repeat; made once, added in one call
 def _key_headers(key_id: str, account_id: int,
                  permissions: frozenset[str]) -> tuple[tuple[istr, str], ...]:
@@ -242,8 +247,8 @@ async def forward(ctx: RequestContext) -> web.StreamResponse:
         raise PayloadTooLarge
     # The query exactly as the client sent it; the URL is not re-quoted on the way out.
     query = request.raw_path.partition("?")[2]
-    url = URL(f"{route.upstream}{ctx.path}?{query}" if query else f"{route.upstream}{ctx.path}",
-              encoded=True)
+    url = (URL(f"{route.upstream}{ctx.path}?{query}", encoded=True) if query
+           else _upstream_url(route.upstream, ctx.path))
     body = _LimitedBody(request, settings.max_body_size) if request.body_exists else None
     timeout = _timeout(settings.upstream_connect_timeout,
                        route.timeout or settings.upstream_timeout)
