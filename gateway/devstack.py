@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway.app import GATEWAY_KEY, build_app
 from gateway.runtime import migrate_database, resolved
 from gateway.sandbox import build_sandbox_app
-from gateway.server import handler_args, install_uvloop
+from gateway.server import bind, handler_args, install_uvloop, listen
 from gateway.settings import Settings
 from gateway.status import build_status_app
 
@@ -30,6 +30,19 @@ async def _serve(app: web.Application, port: int, **kwargs: object) -> Cleanup:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner.cleanup
+
+
+async def _serve_gateway(app: web.Application, port: int, settings: Settings) -> Cleanup:
+    """As `gateway serve` serves it: the same limits, connection guard and error answers."""
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, **handler_args(settings))
+    await runner.setup()
+    listening = await listen(runner, bind("127.0.0.1", port), settings)
+
+    async def cleanup() -> None:
+        listening.close()
+        await runner.cleanup()
+
+    return cleanup
 
 
 async def _run(settings: Settings, port: int, admin_port: int, status_port: int,
@@ -47,7 +60,7 @@ async def _run(settings: Settings, port: int, admin_port: int, status_port: int,
     admin_app, admin_lines, admin_cleanup = await build_dev_admin(settings, admin_port)
     cleanups.append(admin_cleanup)
     gateway_app = build_app(settings)
-    cleanups.append(await _serve(gateway_app, port, **handler_args(settings)))
+    cleanups.append(await _serve_gateway(gateway_app, port, settings))
     cleanups.append(await _serve(build_status_app(lambda: gateway_app[GATEWAY_KEY]),
                                  status_port, access_log=None))
     # SECURITY: links in the admin UI carry tokens; its access log redacts them.

@@ -31,7 +31,7 @@ from gateway.settings import Settings
 from gateway.status import build_status_app
 from gateway.tasks import every
 
-__all__ = ["Listening", "handler_args", "install_uvloop", "listen", "serve"]
+__all__ = ["Listening", "bind", "handler_args", "install_uvloop", "listen", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,8 @@ async def listen(runner: web.AppRunner, sock: socket.socket, settings: Settings)
     return Listening(server, every(1.0, guard.sweep, "connection-sweep"))
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket, inheritable by forked workers."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -149,7 +150,7 @@ def serve(settings: Settings, *, port: int, status_port: int, workers: int = 1,
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload before we can reload is no exit
     configure_logging(settings)
     install_uvloop()
-    sock = _bind(host, port)
+    sock = bind(host, port)
     scheme = "https" if settings.ssl_context is not None else "http"  # a bad cert stops us here
     print(f"gateway listening on {scheme}://{host}:{port} (status on :{status_port}, "
           f"{workers} worker{'s' if workers > 1 else ''})", flush=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -59,6 +60,13 @@ def test_dev_stack_on_embedded_defaults(tmp_path: Path) -> None:
 
         status, body = _get(f"{gateway}/public/v1/time")
         assert status == 200 and "epoch_millis" in json.loads(body)
+        # Served as `gateway serve` serves it: even aiohttp's own refusals are the contract's.
+        with socket.create_connection(("127.0.0.1", ports["port"]), timeout=5) as raw:
+            raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                        b"Transfer-Encoding: chunked\r\n\r\n")
+            answer = b"".join(iter(lambda: raw.recv(4096), b""))
+        assert answer.startswith(b"HTTP/1.1 400") or answer.startswith(b"HTTP/1.0 400")
+        assert b'"error": "ILLEGAL_CHARS"' in answer and b"X-Request-Id: " in answer
         assert _get(f"http://127.0.0.1:{ports['admin']}/login")[0] == 200
         assert _get(f"http://127.0.0.1:{ports['admin']}/dev/mailbox.json")[0] == 200
         assert _get(f"http://127.0.0.1:{ports['status']}/readyz")[0] == 200
