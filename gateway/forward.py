@@ -23,6 +23,7 @@ from yarl import URL
 from gateway.client_ip import forwarded_for, is_trusted, parse_address
 from gateway.context import RequestContext
 from gateway.errors import PayloadTooLarge, UpstreamTimeout, UpstreamUnavailable
+from gateway.metrics import Metrics
 
 __all__ = [
     "PassThroughRequest",
@@ -283,6 +284,7 @@ async def forward(ctx: RequestContext) -> web.StreamResponse:
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             # Headers are gone already: all we can do is cut the client off mid-body.
             log.warning("upstream failed mid-body for request %s: %r", ctx.request_id, exc)
+            Metrics.get().upstream_errors.labels(route.pattern, "ABORTED").inc()
             if request.transport is not None:
                 request.transport.abort()
         return response

@@ -104,7 +104,8 @@ class Metrics:
         self.rate_limited = Counter(
             "keygate_rate_limited", "Requests refused by a rate limit", ["route"])
         self.upstream_errors = Counter(
-            "keygate_upstream_errors", "Upstream failures (502 refused or reset, 504 timeout)",
+            "keygate_upstream_errors", "Upstream failures (502 refused or reset, 504 timeout, "
+            "ABORTED: failed mid-answer, the client cut off)",
             ["route", "code"])
         self._tallies: dict[_RequestLabels, _Tally] = {}
         self._seen: dict[str, int] = {}

@@ -12,8 +12,10 @@ import aiohttp
 import asyncpg
 import pytest
 from multidict import CIMultiDict
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import GATEWAY_KEY
+from gateway.metrics import render_metrics
 from gateway.outcomes import Outcome
 from gateway.settings import Settings
 from tests.support.servers import RunningApp, issue_key, start_gateway
@@ -255,6 +257,50 @@ async def test_upstream_refused_is_502(settings: Settings, db: asyncpg.Pool) -> 
         assert_error(status, body, headers, 502, "SERVICE_UNAVAILABLE")
     finally:
         await running.stop()
+
+
+_HALF_ANSWERS = {
+    "content-length": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 1000\r\n\r\n{\"partial\": ",
+    "chunked": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\nc\r\n{\"partial\": \r\n",
+}
+
+
+@pytest.mark.parametrize("framing", sorted(_HALF_ANSWERS))
+async def test_an_upstream_that_dies_mid_answer_cuts_the_client_off(
+        settings: Settings, db: asyncpg.Pool, framing: str) -> None:
+    """The status line had gone out: the client must see a broken answer, never a short one
+    that looks complete. Counted as an upstream error."""
+    async def half_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(_HALF_ANSWERS[framing])
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.transport.abort()  # reset, mid-body
+
+    upstream = await asyncio.start_server(half_answer, "127.0.0.1", 0)
+    port = upstream.sockets[0].getsockname()[1]
+    running = await start_gateway(settings.replace(upstream_url=f"http://127.0.0.1:{port}"))
+    before = _aborted_count()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(running.url + "/public/v1/time") as resp:
+                assert resp.status == 200
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await resp.read()
+        assert _aborted_count() == before + 1
+    finally:
+        await running.stop()
+        upstream.close()
+
+
+def _aborted_count() -> float:
+    text = render_metrics().decode()
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples
+               if sample.name == "keygate_upstream_errors_total"
+               and sample.labels == {"route": "/public/v1/time", "code": "ABORTED"})
 
 
 async def test_upstream_too_slow_is_504(gateway: RunningApp, gateway_settings: Settings,
