@@ -195,7 +195,7 @@ def build_upstream_headers(ctx: RequestContext) -> CIMultiDict[str]:
 
 def response_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """The upstream's headers minus hop-by-hop ones (the server frames the body itself)."""
-    # One copy in C, then the few hop-by-hop names out: half the cost of a filtered copy.
+    # One copy in C, then the few hop-by-hop names out: a third of a filtered copy's cost.
     headers = CIMultiDict(incoming)
     for name in _dropped(incoming, HOP_BY_HOP):
         if name in headers:
