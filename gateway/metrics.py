@@ -118,9 +118,9 @@ class Metrics:
 
     def count(self, outcomes: list[Outcome]) -> None:
         """Count answered requests (added to Prometheus at the next `sync()`)."""
-        tallies = self._tallies
+        tallies, buckets, methods, bucket_of = self._tallies, _BUCKETS_US, _METHODS, bisect_left
         for _, _, _, method, _, route, status, code, _, _, micros, upstream in outcomes:
-            if method not in _METHODS:
+            if method not in methods:
                 method = "OTHER"  # a client can send any token: keep the label set bounded
             if route is None:
                 route = "unmatched"
@@ -129,10 +129,10 @@ class Metrics:
             if tally is None:
                 tally = tallies[labels] = _Tally()
             tally.count += 1
-            tally.latency[bisect_left(_BUCKETS_US, micros)] += 1
+            tally.latency[bucket_of(buckets, micros)] += 1
             tally.latency_sum += micros
             if upstream is not None:
-                tally.upstream[bisect_left(_BUCKETS_US, upstream)] += 1
+                tally.upstream[bucket_of(buckets, upstream)] += 1
                 tally.upstream_sum += upstream
             if code:
                 if code == "RATELIMIT":
