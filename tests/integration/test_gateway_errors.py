@@ -18,17 +18,13 @@ from gateway.app import GATEWAY_KEY
 from gateway.metrics import render_metrics
 from gateway.outcomes import Outcome
 from gateway.settings import Settings
-from tests.support.servers import RunningApp, issue_key, start_gateway
+from tests.support.servers import RunningApp, bearer, issue_key, raw_request, start_gateway
 from tests.support.services import PrivateRedis, free_port
 
 pytestmark = pytest.mark.integration
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 BALANCES = "/public/v1/account/balances"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def fetch(method: str, url: str, **kwargs: object) -> tuple[int, dict[str, object],
@@ -124,15 +120,9 @@ async def test_illegal_chars(gateway: RunningApp) -> None:
 
 
 async def exchange_raw(port: int, raw: bytes) -> tuple[int, CIMultiDict[str], bytes]:
-    """Send bytes no HTTP client would; read the answer up to the gateway's close."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(raw)
-        await writer.drain()
-        # Up to EOF: a connection left open fails here.
-        answer = await asyncio.wait_for(reader.read(), 5)
-    finally:
-        writer.close()
+    """Send bytes no HTTP client would; the answer up to the gateway's close (a connection
+    left open fails here), as status, headers and body."""
+    answer = await raw_request(port, raw, until_closed=True)
     head, _, body = answer.partition(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").split("\r\n")
     headers = CIMultiDict(line.split(": ", 1) for line in lines)

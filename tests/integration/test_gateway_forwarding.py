@@ -4,7 +4,6 @@ trusted proxy, the trading flows per permission, and a 100 MB body in bounded me
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import resource
 import socket
@@ -15,25 +14,17 @@ import asyncpg
 import pytest
 
 from gateway.settings import Settings
-from tests.support.servers import IssuedKey, RunningApp, issue_key, start_gateway
+from tests.support.servers import (
+    RunningApp,
+    bearer,
+    issue_key,
+    raw_request,
+    start_gateway,
+)
 
 pytestmark = pytest.mark.integration
 
 BALANCES = "/public/v1/account/balances"
-
-
-def bearer(key: IssuedKey) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key.token}"}
-
-
-async def raw_request(port: int, request: bytes) -> bytes:
-    """Send bytes exactly as written (no client library normalising them)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(request)
-    await writer.drain()
-    data = await asyncio.wait_for(reader.read(65536), 5)
-    writer.close()
-    return data
 
 
 async def last_request(sandbox: RunningApp) -> dict[str, object]:

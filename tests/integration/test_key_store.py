@@ -26,17 +26,13 @@ from gateway.store.redis import NEGATIVE, RedisKeyCache, connect_redis
 from gateway.store.resp import call, open_pipe
 from tests.integration.conftest import services_of
 from tests.support.processes import GatewayProcess
-from tests.support.servers import RunningApp, issue_key, start_gateway
+from tests.support.servers import RunningApp, bearer, issue_key, start_gateway
 from tests.support.services import PrivateRedis, free_port
 from tests.support.tcpproxy import through_proxy
 
 pytestmark = pytest.mark.integration
 
 BALANCES = "/public/v1/account/balances"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def status_of(http: aiohttp.ClientSession, url: str, token: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import socket
 from collections.abc import Sequence
@@ -17,7 +18,8 @@ from gateway.lifecycle import activate_key, create_key
 from gateway.server import Listening, handler_args, listen
 from gateway.settings import Settings
 
-__all__ = ["IssuedKey", "RunningApp", "issue_key", "start_app", "start_gateway"]
+__all__ = ["IssuedKey", "RunningApp", "bearer", "issue_key", "raw_request", "start_app",
+           "start_gateway"]
 
 
 @dataclass
@@ -89,3 +91,21 @@ async def issue_key(
         token = await activate_key(conn, key_id, pepper=settings.key_pepper or "",
                                    hash_version=settings.key_pepper_version, actor="test")
     return IssuedKey(token, key_id, user_id)
+
+
+def bearer(key: str | IssuedKey) -> dict[str, str]:
+    """The `Authorization` header presenting `key` (a token, or an issued key)."""
+    token = key if isinstance(key, str) else key.token
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def raw_request(port: int, request: bytes, *, until_closed: bool = False) -> bytes:
+    """Send bytes exactly as written (no client library normalising them). The answer: the
+    first read of it, or, `until_closed`, all of it up to the server's close."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read() if until_closed else reader.read(65536), 5)
+    finally:
+        writer.close()
