@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -37,6 +36,7 @@ from admin_ui.sessions import session_id, session_middleware
 from admin_ui.throttle import Throttle
 from gateway.settings import Settings
 from gateway.store.redis import RedisKeyCache, connect_redis
+from gateway.tasks import stop_task
 
 __all__ = ["DEV_MAIL_PORT", "build_admin_app", "build_dev_admin", "run_admin"]
 
@@ -176,9 +176,7 @@ async def _stores_context(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        purger.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await purger
+        await stop_task(purger)
         await client.aclose()
         await pool.close()
 
