@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway.app import GATEWAY_KEY, build_app
 from gateway.runtime import migrate_database, resolved
 from gateway.sandbox import build_sandbox_app
-from gateway.server import bind, handler_args, install_uvloop, listen
+from gateway.server import bind, install_uvloop, listen
 from gateway.settings import Settings
 from gateway.status import build_status_app
 
@@ -34,13 +34,11 @@ async def _serve(app: web.Application, port: int, **kwargs: object) -> Cleanup:
 
 async def _serve_gateway(app: web.Application, port: int, settings: Settings) -> Cleanup:
     """As `gateway serve` serves it: the same limits, connection guard and error answers."""
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, **handler_args(settings))
-    await runner.setup()
-    listening = await listen(runner, bind("127.0.0.1", port), settings)
+    listening = await listen(app, bind("127.0.0.1", port), settings)
 
     async def cleanup() -> None:
         listening.close()
-        await runner.cleanup()
+        await listening.runner.cleanup()
 
     return cleanup
 

@@ -56,8 +56,9 @@ def handler_args(settings: Settings) -> dict[str, Any]:
 
 @dataclass
 class Listening:
-    """The gateway's port, open."""
+    """The gateway's app, set up, and its port, open."""
 
+    runner: web.AppRunner
     server: asyncio.Server
     sweeper: asyncio.Task[None]
 
@@ -67,20 +68,23 @@ class Listening:
         self.sweeper.cancel()
 
 
-async def listen(runner: web.AppRunner, sock: socket.socket, settings: Settings) -> Listening:
-    """Serve the gateway app of `runner` on `sock` (bound, listening).
+async def listen(app: web.Application, sock: socket.socket, settings: Settings) -> Listening:
+    """Set up the gateway `app` (its services open) and serve it on `sock` (bound, listening).
 
     Our own listener instead of aiohttp's SockSite: every connection goes through the guard
     first, which also keeps the state the pipeline remembers per connection, and is served
     by `GatewayRequestHandler` (aiohttp's protocol, its refusals in the contract's JSON).
     """
+    args: dict[str, Any] = {**handler_args(settings), "access_log": None}  # ours logs
+    runner = web.AppRunner(app, handle_signals=False,
+                           shutdown_timeout=settings.shutdown_timeout, **args)
+    await runner.setup()
     guard = ConnectionGuard(settings.max_connections, settings.client_timeout)
-    gateway = runner.app[GATEWAY_KEY]
+    gateway = app[GATEWAY_KEY]
     gateway.connections = guard
     web_server = runner.server
     assert web_server is not None
     loop = asyncio.get_running_loop()
-    args: dict[str, Any] = {**handler_args(settings), "access_log": None}  # ours logs
 
     def protocol() -> GatewayRequestHandler:
         # What `web_server()` would make, answering aiohttp's own refusals our way.
@@ -88,7 +92,7 @@ async def listen(runner: web.AppRunner, sock: socket.socket, settings: Settings)
 
     server = await loop.create_server(guard.factory(protocol), sock=sock, backlog=4096,
                                       ssl=settings.ssl_context)
-    return Listening(server, every(1.0, guard.sweep, "connection-sweep"))
+    return Listening(runner, server, every(1.0, guard.sweep, "connection-sweep"))
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -105,14 +109,11 @@ def bind(host: str, port: int) -> socket.socket:
 async def _run_until_signal(settings: Settings, sock: socket.socket,
                             status: tuple[str, int] | None) -> None:
     app = build_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout,
-                           access_log=None, **handler_args(settings))
-    await runner.setup()
+    listening = await listen(app, sock, settings)
     # Start-up objects (modules, route table, pools) live as long as the process: keep them
     # out of the collector's way, so full collections stay short under load.
     gc.collect()
     gc.freeze()
-    listening = await listen(runner, sock, settings)
     status_runner: web.AppRunner | None = None
     if status is not None:
         status_runner = web.AppRunner(build_status_app(lambda: app[GATEWAY_KEY]),
@@ -128,7 +129,7 @@ async def _run_until_signal(settings: Settings, sock: socket.socket,
     listening.close()  # stop accepting; requests in flight finish below
     if status_runner is not None:
         await status_runner.cleanup()
-    await runner.cleanup()  # stops listening, waits up to shutdown_timeout, closes pools
+    await listening.runner.cleanup()  # waits up to shutdown_timeout, closes pools
 
 
 def _worker(settings: Settings, sock: socket.socket) -> None:

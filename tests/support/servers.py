@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,7 +14,7 @@ from gateway.accounts import create_user
 from gateway.allowlist import parse_allowlist
 from gateway.app import build_app
 from gateway.lifecycle import activate_key, create_key
-from gateway.server import Listening, handler_args, listen
+from gateway.server import Listening, bind, listen
 from gateway.settings import Settings
 
 __all__ = ["IssuedKey", "RunningApp", "bearer", "issue_key", "raw_request", "start_app",
@@ -57,14 +56,9 @@ async def start_app(app: web.Application, **handler_args: object) -> RunningApp:
 async def start_gateway(settings: Settings, host: str = "127.0.0.1") -> RunningApp:
     """The gateway app on a free loopback port, served as `gateway serve` serves it (the same
     server limits, connection guard and per-connection state)."""
-    runner = web.AppRunner(build_app(settings), access_log=None, handle_signals=False,
-                           **handler_args(settings))
-    await runner.setup()
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind((host, 0))
-    sock.listen(128)
-    listening = await listen(runner, sock, settings)
-    return RunningApp(runner, sock.getsockname()[1], listening)
+    sock = bind(host, 0)
+    listening = await listen(build_app(settings), sock, settings)
+    return RunningApp(listening.runner, sock.getsockname()[1], listening)
 
 
 @dataclass
