@@ -14,27 +14,20 @@ from aiohttp import web
 
 from admin_ui import db
 from admin_ui.accesslog import RedactingAccessLogger
-from admin_ui.appkeys import (
-    CACHE_KEY,
-    KEYS_KEY,
-    MAILBOX_KEY,
-    MAILER_KEY,
-    PERMISSIONS_KEY,
-    POOL_KEY,
-    REDIS_KEY,
-    SETTINGS_KEY,
-    THROTTLE_KEY,
-)
 from admin_ui.csrf import csrf_middleware
-from admin_ui.devmail import DevMailbox, add_mailbox_routes, start_mail_sink
-from admin_ui.mail import InMemoryMailer, Mailer, SmtpMailer, default_sender
-from admin_ui.permissions import PermissionCatalog
+from admin_ui.db import POOL_KEY
+from admin_ui.devmail import MAILBOX_KEY, DevMailbox, start_mail_sink
+from admin_ui.mail import MAILER_KEY, InMemoryMailer, Mailer, SmtpMailer, default_sender
+from admin_ui.permissions import PERMISSIONS_KEY, PermissionCatalog
 from admin_ui.render import render
 from admin_ui.routes import setup_routes
-from admin_ui.security import DerivedKeys
+from admin_ui.security import KEYS_KEY, DerivedKeys
 from admin_ui.sessions import session_id, session_middleware
-from admin_ui.throttle import Throttle
-from gateway.settings import Settings
+from admin_ui.settings import SETTINGS_KEY
+from admin_ui.throttle import THROTTLE_KEY, Throttle
+from admin_ui.views.devmail import add_mailbox_routes
+from admin_ui.views.keys import CACHE_KEY
+from gateway.config.settings import Settings
 from gateway.store.redis import RedisKeyCache, connect_redis
 from gateway.tasks import stop_task
 
@@ -168,7 +161,6 @@ async def _stores_context(app: web.Application) -> AsyncIterator[None]:
     assert pool is not None
     client = connect_redis(settings.redis_url or "", settings.store_timeout)
     app[POOL_KEY] = pool
-    app[REDIS_KEY] = client
     app[CACHE_KEY] = RedisKeyCache.from_settings(client, settings)
     app[THROTTLE_KEY] = Throttle(client, settings.redis_prefix, settings.login_fail_limit,
                                  settings.login_fail_window)

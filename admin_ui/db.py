@@ -1,5 +1,5 @@
 """All of the admin UI's SQL (key creation, activation and deletion go through
-`gateway.lifecycle`, which the ops CLI shares)."""
+`gateway.keys.lifecycle`, which the ops CLI shares)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from aiohttp import web
 
-__all__ = [
+__all__ = ["POOL_KEY",
     "AccountRow",
     "AuditRow",
     "ConfirmationRow",
@@ -359,3 +360,6 @@ async def list_audit(conn: asyncpg.Connection, user_id: int, limit: int = 200) -
                  detail=json.loads(r["detail"]) if isinstance(r["detail"], str) else {})
         for r in rows
     ]
+
+
+POOL_KEY: web.AppKey[asyncpg.Pool] = web.AppKey("pool")

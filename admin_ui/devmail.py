@@ -1,4 +1,4 @@
-"""Development mail: an aiosmtpd sink that keeps what it receives, and the pages showing it.
+"""Development mail: an aiosmtpd sink that keeps what it receives (its pages: views/devmail).
 
 `gateway dev` runs the sink (port 1025 by default) when no SMTP server is configured; the
 admin UI then sends through real SMTP to it, and `/dev/mailbox` (HTML) and
@@ -9,31 +9,18 @@ routes exist only when the app is built with a dev mailbox.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from typing import Any
 
 from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from admin_ui.appkeys import MAILBOX_KEY
-from admin_ui.render import render
-
-__all__ = [
-    "DevMailbox",
-    "MailboxEntry",
-    "add_mailbox_routes",
-    "mailbox_html",
-    "mailbox_json",
-    "start_mail_sink",
-]
+__all__ = ["MAILBOX_KEY", "DevMailbox", "MailboxEntry", "start_mail_sink"]
 
 _MAX_MESSAGES = 500
-_URL = re.compile(r"https?://[^\s<>\"']+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +67,9 @@ class DevMailbox:
         return "250 Message accepted for delivery"
 
 
+MAILBOX_KEY: web.AppKey[DevMailbox] = web.AppKey("dev_mailbox", DevMailbox)
+
+
 async def start_mail_sink(mailbox: DevMailbox, host: str = "127.0.0.1",
                           port: int = 1025) -> asyncio.Server:
     """Serve SMTP into `mailbox` on the running loop; close the returned server to stop."""
@@ -88,20 +78,3 @@ async def start_mail_sink(mailbox: DevMailbox, host: str = "127.0.0.1",
         lambda: SMTP(mailbox, hostname="keygate-dev-mail", loop=loop), host=host, port=port
     )
 
-
-async def mailbox_json(request: web.Request) -> web.Response:
-    messages = [asdict(m) for m in request.app[MAILBOX_KEY].messages]
-    return web.json_response(messages)
-
-
-async def mailbox_html(request: web.Request) -> web.Response:
-    entries: list[dict[str, Any]] = [
-        {"message": m, "links": _URL.findall(m.body)}
-        for m in reversed(request.app[MAILBOX_KEY].messages)
-    ]
-    return render(request, "dev_mailbox.html", {"entries": entries})
-
-
-def add_mailbox_routes(app: web.Application) -> None:
-    app.router.add_get("/dev/mailbox", mailbox_html, name="dev_mailbox")
-    app.router.add_get("/dev/mailbox.json", mailbox_json, name="dev_mailbox_json")

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from admin_ui.appkeys import MAILER_KEY, SETTINGS_KEY
-from admin_ui.mail import MailError, Message
+from admin_ui.mail import MAILER_KEY, MailError, Message
+from admin_ui.settings import SETTINGS_KEY
 
 __all__ = [
     "admin_link",

@@ -11,9 +11,9 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from gateway.accounts import MAX_PASSWORD, MIN_PASSWORD, AccountError, normalise_email
-from gateway.allowlist import MAX_ALLOWED_IPS, AllowlistError, parse_allowlist, split_ips
-from gateway.client_ip import IpAddress
+from gateway.http.client_ip import IpAddress
+from gateway.keys.accounts import MAX_PASSWORD, MIN_PASSWORD, AccountError, normalise_email
+from gateway.keys.allowlist import MAX_ALLOWED_IPS, AllowlistError, parse_allowlist, split_ips
 
 __all__ = [
     "MAX_KEY_NAME",

@@ -14,8 +14,10 @@ from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
+from aiohttp import web
 
-__all__ = ["InMemoryMailer", "MailError", "Mailer", "Message", "SmtpMailer", "default_sender"]
+__all__ = ["MAILER_KEY", "InMemoryMailer", "MailError", "Mailer", "Message", "SmtpMailer",
+           "default_sender"]
 
 log = logging.getLogger(__name__)
 
@@ -104,3 +106,6 @@ class InMemoryMailer:
                         message.to, message.subject)
             return
         self.messages.append(message)
+
+
+MAILER_KEY: web.AppKey[Mailer] = web.AppKey("mailer")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from gateway.route_config import ConfigError, load_route_table
+from aiohttp import web
 
-__all__ = ["PermissionCatalog"]
+from gateway.config.route_file import ConfigError, load_route_table
+
+__all__ = ["PERMISSIONS_KEY", "PermissionCatalog"]
 
 log = logging.getLogger(__name__)
 
@@ -57,3 +59,6 @@ class PermissionCatalog:
         """Permissions the route file's policy allows only on keys with an IP allowlist."""
         self._load()
         return self._require_allowlist
+
+
+PERMISSIONS_KEY: web.AppKey[PermissionCatalog] = web.AppKey("permissions", PermissionCatalog)

@@ -8,8 +8,9 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from admin_ui.appkeys import KEYS_KEY, MAILBOX_KEY
 from admin_ui.csrf import CSRF_FIELD, csrf_token
+from admin_ui.devmail import MAILBOX_KEY
+from admin_ui.security import KEYS_KEY
 from admin_ui.sessions import current_user, session_id
 
 __all__ = ["NOTICES", "render", "template_context"]

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from admin_ui.forms import normalise_code
 from admin_ui.sessions import current_user, redirect
 
-__all__ = [
+__all__ = ["KEYS_KEY",
     "RECOVERY_CODE_COUNT",
     "TOTP_INTERVAL",
     "DerivedKeys",
@@ -179,3 +179,6 @@ def login_required(handler: _Handler) -> _Handler:
         return await handler(request)
 
     return wrapper
+
+
+KEYS_KEY: web.AppKey[DerivedKeys] = web.AppKey("derived_keys", DerivedKeys)

@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from admin_ui import db
-from admin_ui.appkeys import POOL_KEY, SETTINGS_KEY
-from admin_ui.db import AccountRow
-from gateway.client_ip import client_ip, is_trusted, parse_ip
+from admin_ui.db import POOL_KEY, AccountRow
+from admin_ui.settings import SETTINGS_KEY
+from gateway.http.client_ip import client_ip, is_trusted, parse_ip
 
 __all__ = [
     "COOKIE_NAME",

@@ -11,9 +11,10 @@ import hashlib
 import logging
 
 import redis.asyncio as aioredis
+from aiohttp import web
 from redis.exceptions import RedisError
 
-__all__ = ["IP_LIMIT_FACTOR", "MAIL_LIMIT", "Throttle"]
+__all__ = ["IP_LIMIT_FACTOR", "MAIL_LIMIT", "THROTTLE_KEY", "Throttle"]
 
 log = logging.getLogger(__name__)
 
@@ -92,3 +93,6 @@ class Throttle:
             await self._client.delete(acct_key)
         except (RedisError, OSError) as exc:
             log.warning("login throttle unavailable (redis): %r", exc)
+
+
+THROTTLE_KEY: web.AppKey[Throttle] = web.AppKey("throttle", Throttle)

@@ -23,12 +23,12 @@ from pathlib import Path
 from aiohttp import web
 
 from bench.procs import ROOT, Child, Server, free_port, wait_http
-from gateway.client_ip import client_ip
-from gateway.context import RequestContext
-from gateway.forward import create_upstream_session, forward
-from gateway.routes import RateLimit, Route
-from gateway.server import handler_args, install_uvloop
-from gateway.settings import Settings
+from gateway.config.routes import RateLimit, Route
+from gateway.config.settings import Settings
+from gateway.edge.server import handler_args, install_uvloop
+from gateway.http.client_ip import client_ip
+from gateway.pipeline.context import RequestContext
+from gateway.pipeline.forward import create_upstream_session, forward
 
 __all__ = ["BareProxy", "BareProxyProcess", "build_bare_app", "main"]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import asyncpg
 
 from bench.procs import ROOT, Child, Server, free_port, wait_http
-from gateway.accounts import create_user
-from gateway.lifecycle import activate_key, create_key
+from gateway.keys.accounts import create_user
+from gateway.keys.lifecycle import activate_key, create_key
 
 __all__ = ["BENCH_DIR", "PRIVATE_PATH", "PUBLIC_PATH", "GatewayProcess", "Secrets", "issue_key",
            "issue_keys", "new_key", "new_user"]

@@ -23,7 +23,7 @@ __all__ = ["Profile", "profile_under_load", "summarise_collapsed"]
 # Frames that are the event loop and the interpreter driving it, not the work itself.
 _IDLE = ("select (selectors.py", "_run_once (asyncio", "run_forever (asyncio", "<module>",
          "run (asyncio", "run_until_complete (asyncio", "_run (asyncio/events.py",
-         "serve (gateway/server.py", "_worker (", "main (", "_bootstrap", "_launch",
+         "serve (gateway/edge/server.py", "_worker (", "main (", "_bootstrap", "_launch",
          "run (multiprocessing", "start (multiprocessing", "__init__ (multiprocessing",
          "_Popen (multiprocessing", "cmd_serve (", "_run_code (", "_run_module_as_main (",
          "_supervise (", "<lambda> (gateway/cli.py")

@@ -27,7 +27,7 @@ import asyncpg
 from bench.gateways import PRIVATE_PATH, GatewayProcess, Secrets, new_key, new_user
 from bench.load import percentile
 from bench.services import PrivateRedis
-from gateway.lifecycle import delete_key
+from gateway.keys.lifecycle import delete_key
 from gateway.store.redis import RedisKeyCache, connect_redis
 
 __all__ = ["run_revocation"]

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import asyncpg
 
 from bench.load import percentile
-from gateway.keys import generate_key_id, generate_token, hash_secret
-from gateway.settings import Settings
+from gateway.config.settings import Settings
+from gateway.keys.tokens import generate_key_id, generate_token, hash_secret
 from gateway.store.layered import LayeredKeyStore
 from gateway.store.memory import MemoryCache
 from gateway.store.postgres import PostgresKeyStore, create_pool

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.embedded import EmbeddedRedis
-from gateway.runtime import migrate_database
+from gateway.ops.embedded import EmbeddedRedis
+from gateway.ops.runtime import migrate_database
 from tests.support.services import (
     PrivateRedis,
     create_database,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import asyncpg
 
-from gateway.settings import Settings, SettingsError, load_settings
+from gateway.config.settings import Settings, SettingsError, load_settings
 
 __all__ = ["main"]
 
@@ -28,7 +28,7 @@ def _fail(message: str) -> int:
 def _run_db(settings: Settings, work: Callable[[asyncpg.Connection, Settings],
                                                Awaitable[int]]) -> int:
     """Run `work` with a connection to the (resolved, migrated) database."""
-    from gateway.runtime import migrate_database, resolved
+    from gateway.ops.runtime import migrate_database, resolved
 
     with resolved(settings) as live:
         assert live.database_url is not None
@@ -48,15 +48,15 @@ def _run_db(settings: Settings, work: Callable[[asyncpg.Connection, Settings],
 
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.devstack import run_dev
+    from gateway.ops.devstack import run_dev
 
     return run_dev(settings, port=args.port, admin_port=args.admin_port,
                    status_port=args.status_port, sandbox_port=args.sandbox_port)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.runtime import require_secrets, resolved
-    from gateway.server import serve
+    from gateway.edge.server import serve
+    from gateway.ops.runtime import require_secrets, resolved
 
     with resolved(settings) as live:
         require_secrets(live)
@@ -65,7 +65,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_admin(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.runtime import require_secrets, resolved
+    from gateway.ops.runtime import require_secrets, resolved
 
     try:
         from admin_ui.app import run_admin
@@ -80,7 +80,7 @@ def cmd_admin(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
     from aiohttp import web
 
-    from gateway.sandbox import build_sandbox_app
+    from sandbox import build_sandbox_app
 
     print(f"sandbox exchange on http://{args.host}:{args.port}/public/v1", flush=True)
     web.run_app(build_sandbox_app(), host=args.host, port=args.port, print=None,
@@ -92,7 +92,7 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.runtime import migrate_database, resolved
+    from gateway.ops.runtime import migrate_database, resolved
 
     with resolved(settings) as live:
         applied = asyncio.run(migrate_database(live.database_url or ""))
@@ -102,7 +102,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.route_config import ConfigError, load_route_table
+    from gateway.config.route_file import ConfigError, load_route_table
 
     path = Path(args.path) if args.path else settings.routes_path
     try:
@@ -117,7 +117,7 @@ def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.accounts import AccountError, create_user
+    from gateway.keys.accounts import AccountError, create_user
 
     password = (getpass.getpass("password: ") if sys.stdin.isatty()
                 else sys.stdin.readline().rstrip("\r\n"))
@@ -134,10 +134,10 @@ def cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.accounts import find_user_id
-    from gateway.allowlist import AllowlistError, parse_allowlist
-    from gateway.lifecycle import activate_key, create_key
-    from gateway.route_config import ConfigError, load_route_table
+    from gateway.config.route_file import ConfigError, load_route_table
+    from gateway.keys.accounts import find_user_id
+    from gateway.keys.allowlist import AllowlistError, parse_allowlist
+    from gateway.keys.lifecycle import activate_key, create_key
 
     try:
         known = load_route_table(settings.routes_path, settings.upstream_url).permissions
@@ -166,8 +166,8 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.accounts import find_user_id
-    from gateway.lifecycle import list_keys
+    from gateway.keys.accounts import find_user_id
+    from gateway.keys.lifecycle import list_keys
 
     async def work(conn: asyncpg.Connection, _live: Settings) -> int:
         user_id = await find_user_id(conn, args.email)
@@ -184,7 +184,7 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_keys_delete(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.lifecycle import KeyNotFound, delete_key
+    from gateway.keys.lifecycle import KeyNotFound, delete_key
     from gateway.store.redis import RedisKeyCache, connect_redis
 
     async def work(conn: asyncpg.Connection, live: Settings) -> int:
@@ -203,7 +203,7 @@ def cmd_keys_delete(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_support(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.support import gather, print_report
+    from gateway.ops.support import gather, print_report
 
     sources: list[str] = args.log or []
 

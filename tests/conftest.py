@@ -13,8 +13,8 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.runtime import migrate_database
-from gateway.settings import Settings
+from gateway.config.settings import Settings
+from gateway.ops.runtime import migrate_database
 from tests.support import services
 
 ROOT = Path(__file__).resolve().parent.parent

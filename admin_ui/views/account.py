@@ -12,8 +12,7 @@ import asyncio
 from aiohttp import web
 
 from admin_ui import db, emails
-from admin_ui.appkeys import POOL_KEY, SETTINGS_KEY, THROTTLE_KEY
-from admin_ui.db import AccountRow, LinkRow
+from admin_ui.db import POOL_KEY, AccountRow, LinkRow
 from admin_ui.forms import (
     Fields,
     safe_next,
@@ -29,10 +28,12 @@ from admin_ui.sessions import (
     remote_ip,
     start_session,
 )
+from admin_ui.settings import SETTINGS_KEY
+from admin_ui.throttle import THROTTLE_KEY
 from admin_ui.tokens import LinkState, hash_link_token, is_link_token, link_state, new_link_token
 from admin_ui.views.totp import check_second_factor, wait_text
-from gateway.accounts import AccountError, create_user, hash_password, verify_password
-from gateway.lifecycle import audit
+from gateway.keys.accounts import AccountError, create_user, hash_password, verify_password
+from gateway.keys.lifecycle import audit
 
 __all__ = [
     "forgot_page",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from admin_ui import db
-from admin_ui.appkeys import POOL_KEY
+from admin_ui.db import POOL_KEY
 from admin_ui.render import render
 from admin_ui.security import login_required
 from admin_ui.sessions import current_user

@@ -13,19 +13,22 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from admin_ui import db, emails
-from admin_ui.appkeys import CACHE_KEY, PERMISSIONS_KEY, POOL_KEY, SETTINGS_KEY, THROTTLE_KEY
-from admin_ui.db import AccountRow
+from admin_ui.db import POOL_KEY, AccountRow
 from admin_ui.forms import MAX_KEY_NAME, validate_key_form
+from admin_ui.permissions import PERMISSIONS_KEY
 from admin_ui.render import render
 from admin_ui.security import login_required
 from admin_ui.sessions import current_user, redirect, remote_ip
+from admin_ui.settings import SETTINGS_KEY
+from admin_ui.throttle import THROTTLE_KEY
 from admin_ui.tokens import LinkState, hash_link_token, is_link_token, link_state, new_link_token
 from admin_ui.views.totp import check_second_factor
-from gateway.keys import is_key_id
-from gateway.lifecycle import KeyInfo, KeyNotFound, activate_key, audit, create_key, delete_key
-from gateway.lifecycle import list_keys as lifecycle_list_keys
+from gateway.keys.lifecycle import KeyInfo, KeyNotFound, activate_key, audit, create_key, delete_key
+from gateway.keys.lifecycle import list_keys as lifecycle_list_keys
+from gateway.keys.tokens import is_key_id
+from gateway.store.redis import RedisKeyCache
 
-__all__ = [
+__all__ = ["CACHE_KEY",
     "confirm_key",
     "delete_key_page",
     "delete_key_post",
@@ -35,6 +38,8 @@ __all__ = [
     "new_key_post",
     "resend_key",
 ]
+
+CACHE_KEY: web.AppKey[RedisKeyCache] = web.AppKey("key_cache", RedisKeyCache)
 
 log = logging.getLogger(__name__)
 

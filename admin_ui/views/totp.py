@@ -11,11 +11,11 @@ import asyncpg
 from aiohttp import web
 
 from admin_ui import db, emails
-from admin_ui.appkeys import KEYS_KEY, POOL_KEY, THROTTLE_KEY
-from admin_ui.db import AccountRow
+from admin_ui.db import POOL_KEY, AccountRow
 from admin_ui.forms import is_recovery_code_shape, is_totp_shape, normalise_code
 from admin_ui.render import render
 from admin_ui.security import (
+    KEYS_KEY,
     format_recovery_code,
     hash_recovery_code,
     login_required,
@@ -26,7 +26,8 @@ from admin_ui.security import (
     totp_uri,
 )
 from admin_ui.sessions import current_user, redirect, remote_ip
-from gateway.lifecycle import audit
+from admin_ui.throttle import THROTTLE_KEY
+from gateway.keys.lifecycle import audit
 
 __all__ = ["check_second_factor", "totp_page", "totp_post", "wait_text"]
 

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.settings import Network
+from gateway.config.settings import Network
 
 __all__ = ["KeyRecord", "KeyStore", "decode_record", "encode_record"]
 

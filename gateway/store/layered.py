@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from gateway.errors import StoreUnavailable
+from gateway.http.errors import StoreUnavailable
 from gateway.store.base import KeyRecord
 from gateway.store.memory import MISS, MemoryCache, Miss, Ticket
 from gateway.store.postgres import PostgresKeyStore

@@ -16,7 +16,7 @@ import time
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from gateway.settings import Settings
+from gateway.config.settings import Settings
 from gateway.store.base import KeyRecord, decode_record, encode_record
 from gateway.store.resp import ClientPipe, Pipe, call
 

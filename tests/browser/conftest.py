@@ -18,8 +18,8 @@ from aiohttp import web
 
 from admin_ui.app import build_admin_app
 from admin_ui.devmail import DevMailbox, start_mail_sink
-from gateway.sandbox import build_sandbox_app
-from gateway.settings import Settings
+from gateway.config.settings import Settings
+from sandbox import build_sandbox_app
 from tests.support.servers import RunningApp, start_app, start_gateway
 from tests.support.services import free_port
 

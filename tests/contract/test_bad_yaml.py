@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.route_config import ConfigError, load_route_table
+from gateway.config.route_file import ConfigError, load_route_table
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

@@ -10,8 +10,8 @@ import json
 import pytest
 from aiohttp import web
 
-import gateway.errors as errors_module
-from gateway.errors import (
+import gateway.http.errors as errors_module
+from gateway.http.errors import (
     ClientIpBlocked,
     GatewayError,
     HeadersTooLarge,

@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.app import GATEWAY_KEY
-from gateway.gateway import Gateway
-from gateway.sandbox import build_sandbox_app
-from gateway.settings import Settings
+from gateway.config.settings import Settings
+from gateway.edge.app import GATEWAY_KEY
+from gateway.services import Gateway
+from sandbox import build_sandbox_app
 from tests.support.servers import RunningApp, start_app, start_gateway
 
 

@@ -18,7 +18,7 @@ from yarl import URL
 
 from admin_ui.app import build_admin_app
 from admin_ui.mail import InMemoryMailer, Message
-from gateway.settings import Settings
+from gateway.config.settings import Settings
 from tests.support.servers import RunningApp, start_app
 
 pytestmark = pytest.mark.integration

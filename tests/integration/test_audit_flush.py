@@ -15,10 +15,10 @@ import time
 import asyncpg
 from aiohttp.test_utils import make_mocked_request
 
-from gateway.accesslog import AccessLog
-from gateway.context import RequestContext
-from gateway.outcomes import Outcomes
-from gateway.settings import Settings
+from gateway.config.settings import Settings
+from gateway.observability.accesslog import AccessLog
+from gateway.observability.outcomes import Outcomes
+from gateway.pipeline.context import RequestContext
 
 
 async def test_rows_of_a_write_cancelled_at_shutdown_are_written_by_the_last_flush(
@@ -27,7 +27,7 @@ async def test_rows_of_a_write_cancelled_at_shutdown_are_written_by_the_last_flu
     request_id = f"audit-{secrets.token_hex(6)}"
     request = make_mocked_request("GET", "/public/v1/account/balances")
     ctx = RequestContext(request, request_id, request.path, ipaddress.ip_address("203.0.113.7"),
-                         "203.0.113.7", gateway=None)  # type: ignore[arg-type]
+                         "203.0.113.7", services=None)  # type: ignore[arg-type]
     outcomes = Outcomes([log.write])
     outcomes.add(ctx, request, request_id, 401, "INVALID_APIKEY", time.perf_counter_ns())
     outcomes.drain()

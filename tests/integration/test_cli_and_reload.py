@@ -14,8 +14,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from gateway.keys import parse_token
-from gateway.settings import Settings
+from gateway.config.settings import Settings
+from gateway.keys.tokens import parse_token
 from tests.support.processes import GatewayProcess, environment_for
 
 pytestmark = pytest.mark.integration

@@ -14,10 +14,10 @@ import pytest
 from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.app import GATEWAY_KEY
-from gateway.metrics import render_metrics
-from gateway.outcomes import Outcome
-from gateway.settings import Settings
+from gateway.config.settings import Settings
+from gateway.edge.app import GATEWAY_KEY
+from gateway.observability.metrics import render_metrics
+from gateway.observability.outcomes import Outcome
 from tests.support.servers import RunningApp, bearer, issue_key, raw_request, start_gateway
 from tests.support.services import PrivateRedis, free_port
 
@@ -74,7 +74,7 @@ async def test_invalid_apikey_for_unknown_deleted_and_two_keys(
     key = await issue_key(db, gateway_settings)
     other = await issue_key(db, gateway_settings)
     # A well-formed token for an id that does not exist.
-    from gateway.keys import generate_key_id, generate_token
+    from gateway.keys.tokens import generate_key_id, generate_token
 
     unknown, _ = generate_token(generate_key_id())
     status, body, headers = await fetch("GET", gateway.url + BALANCES, headers=bearer(unknown))

@@ -13,7 +13,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from gateway.settings import Settings
+from gateway.config.settings import Settings
 from tests.support.servers import (
     RunningApp,
     bearer,

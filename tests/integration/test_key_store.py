@@ -13,14 +13,15 @@ import aiohttp
 import asyncpg
 import pytest
 
-from gateway.errors import StoreUnavailable
-from gateway.keys import generate_key_id, generate_token
-from gateway.lifecycle import delete_key
-from gateway.migrate import apply_migrations
-from gateway.settings import Settings
+from gateway.config.settings import Settings
+from gateway.edge.app import CONNECTIONS_KEY
+from gateway.http.errors import StoreUnavailable
+from gateway.keys.lifecycle import delete_key
+from gateway.keys.tokens import generate_key_id, generate_token
 from gateway.store.base import KeyRecord, encode_record
 from gateway.store.layered import LayeredKeyStore
 from gateway.store.memory import MISS, MemoryCache
+from gateway.store.migrate import apply_migrations
 from gateway.store.postgres import PostgresKeyStore
 from gateway.store.redis import NEGATIVE, RedisKeyCache, connect_redis
 from gateway.store.resp import call, open_pipe
@@ -92,8 +93,7 @@ async def test_a_keep_alive_connection_remembers_its_key_but_not_past_a_deletion
 ) -> None:
     key, other = await issue_key(db, gateway_settings), await issue_key(db, gateway_settings)
     forged, _ = generate_token(other.key_id)  # the right id, a valid checksum, a wrong secret
-    guard = services_of(gateway).connections
-    assert guard is not None
+    guard = gateway.app[CONNECTIONS_KEY]
     # One connection for everything below: what it remembers is what is tested.
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as http:
         assert await status_of(http, gateway.url, key.token) == 200

@@ -20,8 +20,8 @@ import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.lifecycle import delete_key
-from gateway.settings import Settings
+from gateway.config.settings import Settings
+from gateway.keys.lifecycle import delete_key
 from gateway.store.redis import RedisKeyCache, connect_redis
 from tests.support.processes import GatewayProcess, environment_for
 from tests.support.servers import RunningApp, issue_key

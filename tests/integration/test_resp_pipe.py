@@ -17,8 +17,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.ratelimit import RateLimiter
-from gateway.routes import RateLimit
+from gateway.config.routes import RateLimit
+from gateway.pipeline.ratelimit import RateLimiter
 from gateway.store.resp import ClientPipe, RespPipe, Script, open_pipe, pack
 from tests.support.services import PrivateRedis
 

@@ -27,8 +27,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from gateway.lifecycle import delete_key
-from gateway.settings import Settings
+from gateway.config.settings import Settings
+from gateway.keys.lifecycle import delete_key
 from gateway.store.redis import RedisKeyCache, connect_redis
 from tests.support.haproxy import Haproxy, haproxy_binary
 from tests.support.processes import GatewayProcess

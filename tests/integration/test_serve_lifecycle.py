@@ -12,7 +12,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from gateway.settings import Settings
+from gateway.config.settings import Settings
 from tests.support.processes import GatewayProcess
 from tests.support.servers import issue_key
 from tests.support.tls import self_signed

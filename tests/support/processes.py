@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from gateway.settings import Settings
+from gateway.config.settings import Settings
 from tests.support.services import free_port
 
 __all__ = ["GatewayProcess", "environment_for"]

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
-from gateway.accounts import create_user
-from gateway.allowlist import parse_allowlist
-from gateway.app import build_app
-from gateway.lifecycle import activate_key, create_key
-from gateway.server import Listening, bind, listen
-from gateway.settings import Settings
+from gateway.config.settings import Settings
+from gateway.edge.app import build_app
+from gateway.edge.server import Listening, bind, listen
+from gateway.keys.accounts import create_user
+from gateway.keys.allowlist import parse_allowlist
+from gateway.keys.lifecycle import activate_key, create_key
 
 __all__ = ["IssuedKey", "RunningApp", "bearer", "issue_key", "raw_request", "start_app",
            "start_gateway"]

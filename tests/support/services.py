@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import redis
 
-from gateway.embedded import EmbeddedRedis, redis_server_binary
+from gateway.ops.embedded import EmbeddedRedis, redis_server_binary
 
 __all__ = [
     "PrivateRedis",

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.route_config import load_route_table
+from gateway.config.route_file import load_route_table
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

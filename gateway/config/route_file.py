@@ -1,0 +1,351 @@
+"""Loads the route YAML into a `RouteTable`, reporting every problem as `file:line: message`.
+
+The file is composed (not just parsed) so each node keeps its line. Fields go through typed
+checkers, then table-wide checks run (duplicate method + path, unknown permissions).
+`gateway check-config` runs exactly this loader.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from gateway.config.routes import RateLimit, Route, RouteTable, compile_pattern
+from gateway.config.settings import parse_duration
+
+__all__ = ["ConfigError", "load_route_table", "parse_route_table"]
+
+T = TypeVar("T")
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_SEGMENT = re.compile(r"^(\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z0-9._~!$&'()*+,=:@-]+)$")
+_PER = ("account", "ip", "key")
+
+
+class ConfigError(Exception):
+    """The file is invalid; `problems` holds every `file:line: message` line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Invalid(Exception):
+    def __init__(self, node: Node, where: str, message: str) -> None:
+        super().__init__(message)
+        self.node, self.where, self.message = node, where, message
+
+
+class _Loader:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._found: list[tuple[int, str]] = []
+
+    def problem(self, node: Node, where: str, message: str) -> None:
+        line = node.start_mark.line + 1
+        self._found.append((line, f"{self.name}:{line}: {where}: {message}" if where
+                            else f"{self.name}:{line}: {message}"))
+
+    @property
+    def problems(self) -> list[str]:
+        """Every problem, in file order (as an editor would walk them)."""
+        return [text for _, text in sorted(self._found, key=lambda found: found[0])]
+
+    def attempt(self, fn: Callable[..., T], *args: object) -> T | None:
+        """`fn(*args)`, or None after recording the problem it raised."""
+        try:
+            return fn(*args)
+        except _Invalid as exc:
+            self.problem(exc.node, exc.where, exc.message)
+            return None
+
+
+# --- typed field checkers ----------------------------------------------------------------
+
+
+def _mapping(node: Node, where: str) -> dict[str, tuple[Node, Node]]:
+    if not isinstance(node, MappingNode):
+        raise _Invalid(node, where, "expected a mapping")
+    out: dict[str, tuple[Node, Node]] = {}
+    for key, value in node.value:
+        name = str(key.value)
+        if name in out:
+            raise _Invalid(key, where, f"duplicate key '{name}'")
+        out[name] = (key, value)
+    return out
+
+
+def _sequence(node: Node, where: str) -> list[Node]:
+    if not isinstance(node, SequenceNode):
+        raise _Invalid(node, where, "expected a list")
+    return list(node.value)
+
+
+def _scalar(node: Node, where: str) -> str:
+    if not isinstance(node, ScalarNode):
+        raise _Invalid(node, where, "expected a single value")
+    return str(node.value)
+
+
+def _bool(node: Node, where: str) -> bool:
+    text = _scalar(node, where).lower()
+    if text in ("true", "yes", "on"):
+        return True
+    if text in ("false", "no", "off"):
+        return False
+    raise _Invalid(node, where, f"expected true or false, not '{node.value}'")
+
+
+def _positive_int(node: Node, where: str) -> int:
+    text = _scalar(node, where)
+    if not text.isdigit() or int(text) <= 0:
+        raise _Invalid(node, where, f"expected a positive whole number, not '{text}'")
+    return int(text)
+
+
+def _duration(node: Node, where: str) -> float:
+    text = _scalar(node, where)
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise _Invalid(node, where, f"'{text}' is {exc}") from None
+    if value <= 0:
+        raise _Invalid(node, where, "must be more than zero")
+    return value
+
+
+def http_method(node: Node, where: str) -> str:
+    method = _scalar(node, where)
+    if method not in HTTP_METHODS:
+        raise _Invalid(node, where, f"unknown method '{method}'")
+    return method
+
+
+def path_template(node: Node, where: str) -> str:
+    path = _scalar(node, where)
+    if not path.startswith("/") or path == "/" or path.endswith("/") or "//" in path:
+        raise _Invalid(node, where, f"path '{path}' must start with / and have no empty segment")
+    names: list[str] = []
+    for segment in path.strip("/").split("/"):
+        if segment in (".", "..") or not _SEGMENT.match(segment):
+            raise _Invalid(node, where, f"invalid path segment '{segment}' in '{path}'")
+        if segment.startswith("{"):
+            if segment in names:
+                raise _Invalid(node, where, f"duplicate parameter {segment} in '{path}'")
+            names.append(segment)
+    return path
+
+
+def permission_name(node: Node, where: str) -> str:
+    name = _scalar(node, where)
+    if not _NAME.match(name):
+        raise _Invalid(node, where, f"invalid permission name '{name}' (lowercase letters, "
+                                    "digits, - and _)")
+    return name
+
+
+def upstream_url(node: Node, where: str) -> str:
+    url = _scalar(node, where)
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("http", "https") or not sep or not rest or "/" in rest.rstrip("/"):
+        raise _Invalid(node, where, f"'{url}' is not an origin such as https://api.example.com")
+    return url.rstrip("/")
+
+
+# --- sections ----------------------------------------------------------------------------
+
+
+def _rate_limit(node: Node, where: str, bucket: str) -> RateLimit:
+    fields = _mapping(node, where)
+    for name, (key, _) in fields.items():
+        if name not in ("limit", "period", "per"):
+            raise _Invalid(key, where, f"unknown field '{name}'")
+    if "limit" not in fields:
+        raise _Invalid(node, where, "'limit' is required")
+    per = "account"
+    if "per" in fields:
+        per = _scalar(fields["per"][1], f"{where}.per")
+        if per not in _PER:
+            raise _Invalid(fields["per"][1], f"{where}.per", f"expected one of {', '.join(_PER)}")
+    period = _duration(fields["period"][1], f"{where}.period") if "period" in fields else 60.0
+    return RateLimit(_positive_int(fields["limit"][1], f"{where}.limit"), period, per, bucket)
+
+
+def parse_route_table(text: str, name: str = "routes.yaml",
+                      upstream_override: str | None = None,
+                      source: Path | None = None) -> RouteTable:
+    """Build the table from YAML text; raise `ConfigError` listing every problem."""
+    loader = _Loader(name)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = mark.line + 1 if mark else 1
+        raise ConfigError([f"{name}:{line}: invalid YAML: {exc.problem}"]) from None
+    except yaml.reader.ReaderError as exc:
+        # A control character: the reader reports a position, not a mark.
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError([f"{name}:{line}: invalid YAML: unacceptable character "
+                           f"#x{int(exc.character):04x}"]) from None
+    if root is None:
+        raise ConfigError([f"{name}:1: the file is empty"])
+    top = loader.attempt(_mapping, root, "")
+    if top is None:
+        raise ConfigError(loader.problems)
+    for key_name, (key, _) in top.items():
+        if key_name not in ("permissions", "upstreams", "policy", "rate_limits", "routes"):
+            loader.problem(key, "", f"unknown section '{key_name}'")
+
+    permissions: dict[str, str] = {}
+    if "permissions" in top:
+        fields = loader.attempt(_mapping, top["permissions"][1], "permissions") or {}
+        for perm, (key, value) in fields.items():
+            if loader.attempt(permission_name, key, "permissions") is not None:
+                permissions[perm] = str(value.value) if isinstance(value, ScalarNode) else ""
+    else:
+        loader.problem(root, "", "missing section 'permissions'")
+
+    upstreams: dict[str, str] = {}
+    if "upstreams" in top:
+        fields = loader.attempt(_mapping, top["upstreams"][1], "upstreams") or {}
+        for upstream, (_, value) in fields.items():
+            url = loader.attempt(upstream_url, value, f"upstreams.{upstream}")
+            if url is not None:
+                upstreams[upstream] = url
+    if upstream_override:
+        upstreams["default"] = upstream_override.rstrip("/")
+    if "default" not in upstreams:
+        loader.problem(root, "upstreams", "an upstream named 'default' is required "
+                                          "(or set GATEWAY_UPSTREAM_URL)")
+
+    require_allowlist: set[str] = set()
+    if "policy" in top:
+        policy = loader.attempt(_mapping, top["policy"][1], "policy") or {}
+        for pname, (key, value) in policy.items():
+            if pname != "require_ip_allowlist":
+                loader.problem(key, "policy", f"unknown field '{pname}'")
+                continue
+            for i, item in enumerate(loader.attempt(
+                    _sequence, value, "policy.require_ip_allowlist") or []):
+                where = f"policy.require_ip_allowlist[{i}]"
+                required = loader.attempt(permission_name, item, where)
+                if required is not None and required not in permissions:
+                    loader.problem(item, where, f"unknown permission '{required}'")
+                elif required is not None:
+                    require_allowlist.add(required)
+
+    defaults = {"private": RateLimit(200, 60.0, "account", "private"),
+                "public": RateLimit(240, 60.0, "ip", "public")}
+    by_permission: dict[str, RateLimit] = {}
+    if "rate_limits" in top:
+        limits = loader.attempt(_mapping, top["rate_limits"][1], "rate_limits") or {}
+        for lname, (key, value) in limits.items():
+            where = f"rate_limits.{lname}"
+            if lname in defaults:
+                parsed = loader.attempt(_rate_limit, value, where, lname)
+                if parsed is not None:
+                    defaults[lname] = parsed
+            elif lname == "permissions":
+                for perm, (pkey, pvalue) in (loader.attempt(_mapping, value, where) or {}).items():
+                    if perm not in permissions:
+                        loader.problem(pkey, where, f"unknown permission '{perm}'")
+                        continue
+                    parsed = loader.attempt(_rate_limit, pvalue, f"{where}.{perm}",
+                                            f"permission:{perm}")
+                    if parsed is not None:
+                        by_permission[perm] = parsed
+            else:
+                loader.problem(key, "rate_limits", f"unknown field '{lname}' "
+                                                   "(expected private, public or permissions)")
+
+    routes: list[Route] = []
+    seen: dict[tuple[str, str], int] = {}
+    route_nodes = (loader.attempt(_sequence, top["routes"][1], "routes") or []
+                   if "routes" in top else [])
+    if "routes" not in top:
+        loader.problem(root, "", "missing section 'routes'")
+    for index, node in enumerate(route_nodes):
+        where = f"routes[{index}]"
+        route = loader.attempt(_route, node, where, index, permissions, upstreams,
+                               defaults, by_permission)
+        if route is None:
+            continue
+        shape = compile_pattern(route.pattern)[0].pattern
+        for method in sorted(route.methods):
+            if (method, shape) in seen:
+                loader.problem(node, where, f"{method} {route.pattern} duplicates "
+                                            f"routes[{seen[(method, shape)]}]")
+            seen[(method, shape)] = index
+        routes.append(route)
+
+    if loader.problems:
+        raise ConfigError(loader.problems)
+    return RouteTable(permissions=permissions, upstreams=upstreams, routes=tuple(routes),
+                      require_ip_allowlist=frozenset(require_allowlist), source=source)
+
+
+def _route(node: Node, where: str, index: int, permissions: dict[str, str],
+           upstreams: dict[str, str], defaults: dict[str, RateLimit],
+           by_permission: dict[str, RateLimit]) -> Route:
+    fields = _mapping(node, where)
+    for fname, (key, _) in fields.items():
+        if fname not in ("path", "methods", "permission", "public", "upstream", "timeout",
+                         "rate_limit"):
+            raise _Invalid(key, where, f"unknown field '{fname}'")
+    if "path" not in fields:
+        raise _Invalid(node, where, "'path' is required")
+    path = path_template(fields["path"][1], f"{where}.path")
+    if "methods" not in fields:
+        raise _Invalid(node, where, "'methods' is required")
+    method_nodes = _sequence(fields["methods"][1], f"{where}.methods")
+    if not method_nodes:
+        raise _Invalid(fields["methods"][1], f"{where}.methods", "at least one method is needed")
+    methods = frozenset(http_method(m, f"{where}.methods[{i}]")
+                        for i, m in enumerate(method_nodes))
+    is_public = _bool(fields["public"][1], f"{where}.public") if "public" in fields else False
+    permission: str | None = None
+    if "permission" in fields:
+        pnode = fields["permission"][1]
+        permission = permission_name(pnode, f"{where}.permission")
+        if permission not in permissions:
+            raise _Invalid(pnode, f"{where}.permission", f"unknown permission '{permission}'")
+        if is_public:
+            raise _Invalid(pnode, where, "a public route takes no permission")
+    elif not is_public:
+        raise _Invalid(node, where, "needs a 'permission', or 'public: true'")
+    upstream = upstreams.get("default", "")
+    if "upstream" in fields:
+        uname = _scalar(fields["upstream"][1], f"{where}.upstream")
+        if uname not in upstreams:
+            raise _Invalid(fields["upstream"][1], f"{where}.upstream",
+                           f"unknown upstream '{uname}'")
+        upstream = upstreams[uname]
+    timeout = _duration(fields["timeout"][1], f"{where}.timeout") if "timeout" in fields else None
+    if "rate_limit" in fields:
+        limit = _rate_limit(fields["rate_limit"][1], f"{where}.rate_limit", f"route:{index}")
+    elif is_public:
+        limit = defaults["public"]
+    else:
+        assert permission is not None
+        limit = by_permission.get(permission, defaults["private"])
+    return Route(pattern=path, methods=methods, permission=permission, is_public=is_public,
+                 upstream=upstream, timeout=timeout, rate_limit=limit,
+                 line=node.start_mark.line + 1)
+
+
+def load_route_table(path: Path, upstream_override: str | None = None) -> RouteTable:
+    """Read and build the table from a file; `ConfigError` on any problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}:1: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError([f"{path}:{line}: not UTF-8 text"]) from None
+    return parse_route_table(text, str(path), upstream_override, source=path)

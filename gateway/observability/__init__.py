@@ -1,0 +1,3 @@
+"""What the gateway tells ops: outcomes, metrics, access log, status, readiness."""
+
+__all__: list[str] = []

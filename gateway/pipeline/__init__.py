@@ -1,0 +1,3 @@
+"""The request pipeline: its context, its steps in order, and forwarding."""
+
+__all__: list[str] = []

@@ -1,0 +1,237 @@
+"""The services one gateway process holds, built from settings and torn down in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine, Mapping
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from gateway.config.route_file import ConfigError, load_route_table
+from gateway.config.routes import RouteTable
+from gateway.config.settings import Settings
+from gateway.keys.usage import UsageRecorder
+from gateway.observability.accesslog import AccessLog
+from gateway.observability.metrics import Metrics
+from gateway.observability.outcomes import Outcomes
+from gateway.observability.readiness import check_readiness
+from gateway.pipeline.abuse import AuthFailureGuard
+from gateway.pipeline.forward import create_upstream_session
+from gateway.pipeline.limiter import RateLimiter
+from gateway.pipeline.runner import Steps, steps_for
+from gateway.store.invalidation import InvalidationListener
+from gateway.store.layered import LayeredKeyStore
+from gateway.store.memory import MemoryCache
+from gateway.store.postgres import PostgresKeyStore, create_pool
+from gateway.store.redis import RedisKeyCache, connect_redis
+from gateway.store.resp import open_pipe
+
+__all__ = ["Gateway"]
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    """Everything a request needs besides itself. Built by `Gateway.open()`."""
+
+    table: RouteTable
+    store: LayeredKeyStore
+    limiter: RateLimiter | None
+    guard: AuthFailureGuard
+    usage: UsageRecorder
+    access_log: AccessLog
+    outcomes: Outcomes
+    session: aiohttp.ClientSession
+    listener: InvalidationListener
+    pool: asyncpg.Pool
+    redis: aioredis.Redis
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.steps: Steps = steps_for(rate_limits=settings.rate_limits)
+        self.peppers: Mapping[int, str] = {
+            **settings.old_key_peppers, settings.key_pepper_version: settings.key_pepper or ""}
+        self._stack = AsyncExitStack()
+        self._background: set[asyncio.Task[None]] = set()
+        # The route file as last loaded, and as the watcher last saw it (`_file_version`).
+        self._routes_version: tuple[int, int, int] | None = None
+        self._routes_seen: tuple[int, int, int] | None = None
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Gateway:
+        gateway = cls(settings)
+        try:
+            await gateway._open()
+        except BaseException:
+            await gateway.aclose()
+            raise
+        return gateway
+
+    async def _open(self) -> None:
+        settings = self.settings
+        assert settings.database_url and settings.redis_url, "resolve settings first"
+        self.table = self._load_routes()
+        # min_size=0: a gateway starts (and serves cached keys) while PostgreSQL is down.
+        self.pool = await create_pool(settings.database_url, min_size=0, max_size=10,
+                                      timeout=settings.store_timeout * 5)
+        self._stack.push_async_callback(self.pool.close)
+        self.redis = connect_redis(settings.redis_url, settings.store_timeout)
+        self._stack.push_async_callback(self.redis.aclose)
+        # The hot path's Redis calls (key lookups, rate limits, failed-auth counts) share one
+        # lean connection.
+        pipe = open_pipe(self.redis)
+        self._stack.push_async_callback(pipe.aclose)
+        redis_cache = RedisKeyCache.from_settings(self.redis, settings, pipe)
+        memory = MemoryCache(settings.key_cache_ttl, settings.negative_cache_ttl,
+                             settings.key_cache_stale_ttl, settings.key_cache_size)
+        self.store = LayeredKeyStore(memory, redis_cache,
+                                     PostgresKeyStore(self.pool, settings.store_timeout))
+        self.limiter = (RateLimiter(pipe, settings.redis_prefix)
+                        if settings.rate_limits else None)
+        self.guard = AuthFailureGuard(self.redis, settings.redis_prefix, settings.auth_fail_limit,
+                                      settings.auth_fail_window, settings.ip_block_duration,
+                                      pipe)
+        await self.guard.load()
+        self.usage = UsageRecorder(self.pool, settings.last_used_flush_interval)
+        self.usage.start()
+        self._stack.push_async_callback(self.usage.aclose)
+        self.access_log = AccessLog(settings, self.pool)
+        self.access_log.start()
+        self._stack.push_async_callback(self.access_log.aclose)  # before the pool closes
+        self.outcomes = Outcomes([Metrics.get().count, self.access_log.write])
+        self.outcomes.start()
+        self._stack.push_async_callback(self.outcomes.aclose)  # before the access log closes
+        self.listener = InvalidationListener(
+            settings.database_url, self.redis, redis_cache.channel,
+            on_key=memory.invalidate, on_reset=memory.clear,
+            on_redis_back=self._on_redis_back,
+            other_channels={self.guard.channel: self.guard.on_block_message},
+        )
+        self.listener.start()
+        self._stack.push_async_callback(self.listener.aclose)
+        await self._await_channels()
+        self.session = create_upstream_session(settings.upstream_connections,
+                                               settings.upstream_connect_timeout)
+        self._stack.push_async_callback(self.session.close)
+
+    async def _await_channels(self, timeout: float = 5.0) -> None:
+        """Serve only once invalidations can reach us: a key cached before the channels are up
+        could miss its deletion. A store that is down does not hold start-up forever."""
+        waits = [self.listener.pg_connected.wait(), self.listener.redis_connected.wait()]
+        try:
+            await asyncio.wait_for(asyncio.gather(*waits), timeout)
+        except TimeoutError:
+            log.warning("starting without every invalidation channel (postgres: %s, redis: %s)",
+                        self.listener.pg_connected.is_set(),
+                        self.listener.redis_connected.is_set())
+
+    def _load_routes(self) -> RouteTable:
+        path = self.settings.routes_path
+        # Taken before reading: a change made while we read still looks like a change after.
+        # A refused file counts as loaded: it is not tried again until it changes.
+        self._routes_version = _file_version(path)
+        return load_route_table(path, self.settings.upstream_url)
+
+    def reload_routes(self) -> bool:
+        """Swap in the route file if it is valid; keep serving the old table if not."""
+        try:
+            self.table = self._load_routes()
+        except ConfigError as exc:
+            log.error("route file refused, the running config stays:\n%s", exc)
+            return False
+        log.info("routes reloaded: %d routes", len(self.table.routes))
+        return True
+
+    def reload_routes_if_changed(self) -> None:
+        """Reload a changed route file once it has stayed the same for one more look: a
+        file caught half-written must not become the table, even for a moment."""
+        version = _file_version(self.settings.routes_path)
+        if version != self._routes_version and version == self._routes_seen:
+            self.reload_routes()
+        self._routes_seen = version
+
+    async def _on_redis_back(self, lost_at: float) -> None:
+        self.spawn(self._retombstone_recent_deletions(lost_at))
+
+    async def _retombstone_recent_deletions(self, lost_at: float, attempts: int = 5) -> None:
+        """After a Redis outage: deleters could not tombstone; do it for them.
+
+        Without this, a key cached in Redis before the outage and deleted during it would be
+        found active there by any gateway whose memory does not hold it.
+        """
+        since = lost_at - self.settings.redis_key_ttl
+        cache = self.store.redis
+        assert cache is not None
+        for attempt in range(attempts):
+            try:
+                rows = await self.pool.fetch(
+                    "SELECT key_id FROM api_keys WHERE deleted_at >= to_timestamp($1)", since)
+                for row in rows:
+                    await cache.invalidate(row["key_id"], deleted=True)
+            except (asyncpg.PostgresError, OSError, RedisError) as exc:
+                # The pool's connections died with the outage; the next try gets new ones.
+                log.warning("re-tombstoning after the redis outage failed (try %d): %r",
+                            attempt + 1, exc)
+                await asyncio.sleep(0.2 * (attempt + 1))
+            else:
+                log.info("redis is back; re-tombstoned %d key(s) deleted since %s",
+                         len(rows), time.strftime("%H:%M:%S", time.localtime(lost_at)))
+                return
+
+    def counters(self) -> dict[str, int]:
+        """The running totals of the key store and invalidations, as `Metrics.sync` takes them."""
+        store = self.store
+        stats = store.stats
+        below_memory = (stats.redis_hits + stats.postgres_hits + stats.stale_served
+                        + stats.unavailable)
+        has_redis = store.redis is not None
+        return {
+            "memory.hit": store.memory.hits,
+            # `misses` counts the hot path's try and the slow path's second look; a lookup
+            # that went below memory ended in exactly one of the layers under it.
+            "memory.miss": below_memory,
+            "redis.hit": stats.redis_hits if has_redis else 0,
+            "redis.miss": (below_memory - stats.redis_hits) if has_redis else 0,
+            "postgres.answered": stats.postgres_hits,
+            "postgres.stale": stats.stale_served,
+            "postgres.unavailable": stats.unavailable,
+            "invalidations": self.listener.received,
+        }
+
+    def sync_metrics(self) -> None:
+        """Count the requests answered so far and bring the Prometheus counters up to date."""
+        self.outcomes.drain()
+        Metrics.get().sync(self.counters())
+
+    async def readiness(self) -> dict[str, bool]:
+        """One boolean per dependency (see `check_readiness`)."""
+        return await check_readiness(self.pool, self.redis,
+                                     sorted(set(self.table.upstreams.values())))
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a fire-and-forget task, keeping a reference so it is not collected."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+
+
+def _file_version(path: Path) -> tuple[int, int, int]:
+    """What tells one version of a file from the next. Not the time alone: it is coarse (a
+    truncation and the write after it can share one), and a file replaced by a rename keeps
+    the time it was written."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return (0, 0, 0)
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
