@@ -13,11 +13,11 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[embedded]'
 	touch $@
 
 $(TEST_STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e '.[test,dev]'
+	$(BIN)/pip install --quiet -e '.[embedded,test,dev]'
 	touch $(STAMP) $@
 
 install: $(STAMP)

@@ -14,9 +14,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from typing import TYPE_CHECKING
 
 from aiohttp import web
-from aiosmtpd.smtp import SMTP, Envelope, Session
+
+if TYPE_CHECKING:  # aiosmtpd is a dev extra: imported only where a sink runs
+    from aiosmtpd.smtp import SMTP, Envelope, Session
 
 __all__ = ["MAILBOX_KEY", "DevMailbox", "MailboxEntry", "start_mail_sink"]
 
@@ -73,6 +76,8 @@ MAILBOX_KEY: web.AppKey[DevMailbox] = web.AppKey("dev_mailbox", DevMailbox)
 async def start_mail_sink(mailbox: DevMailbox, host: str = "127.0.0.1",
                           port: int = 1025) -> asyncio.Server:
     """Serve SMTP into `mailbox` on the running loop; close the returned server to stop."""
+    from aiosmtpd.smtp import SMTP
+
     loop = asyncio.get_running_loop()
     return await loop.create_server(
         lambda: SMTP(mailbox, hostname="keygate-dev-mail", loop=loop), host=host, port=port
