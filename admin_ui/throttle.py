@@ -12,7 +12,8 @@ import logging
 
 import redis.asyncio as aioredis
 from aiohttp import web
-from redis.exceptions import RedisError
+
+from gateway.store.errors import REDIS_ERRORS
 
 __all__ = ["IP_LIMIT_FACTOR", "MAIL_LIMIT", "THROTTLE_KEY", "Throttle"]
 
@@ -49,7 +50,7 @@ class Throttle:
                 pipe.ttl(acct_key)
                 pipe.ttl(ip_key)
                 acct, by_ip, acct_ttl, ip_ttl = await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             log.warning("login throttle unavailable (redis): %r", exc)
             return None
         waits = []
@@ -69,7 +70,7 @@ class Throttle:
                     pipe.set(key, 0, ex=self._window, nx=True)
                     pipe.incr(key)
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             log.warning("login throttle unavailable (redis): %r", exc)
 
     async def allow_mail(self, kind: str, identity: str) -> bool:
@@ -81,7 +82,7 @@ class Throttle:
                 pipe.set(key, 0, ex=self._window, nx=True)
                 pipe.incr(key)
                 _, count = await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             log.warning("mail throttle unavailable (redis): %r", exc)
             return True
         return int(count) <= MAIL_LIMIT
@@ -91,7 +92,7 @@ class Throttle:
         acct_key, _ = self._keys(account, "")
         try:
             await self._client.delete(acct_key)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             log.warning("login throttle unavailable (redis): %r", exc)
 
 

@@ -13,7 +13,6 @@ from typing import Any
 import aiohttp
 import asyncpg
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from gateway.config.route_file import ConfigError, load_route_table
 from gateway.config.routes import RouteTable
@@ -27,6 +26,7 @@ from gateway.pipeline.abuse import AuthFailureGuard
 from gateway.pipeline.forward import create_upstream_session
 from gateway.pipeline.limiter import RateLimiter
 from gateway.pipeline.runner import Steps, steps_for
+from gateway.store.errors import STORE_ERRORS
 from gateway.store.invalidation import InvalidationListener
 from gateway.store.layered import LayeredKeyStore
 from gateway.store.memory import MemoryCache
@@ -176,7 +176,7 @@ class Gateway:
                     "SELECT key_id FROM api_keys WHERE deleted_at >= to_timestamp($1)", since)
                 for row in rows:
                     await cache.invalidate(row["key_id"], deleted=True)
-            except (asyncpg.PostgresError, OSError, RedisError) as exc:
+            except STORE_ERRORS as exc:
                 # The pool's connections died with the outage; the next try gets new ones.
                 log.warning("re-tombstoning after the redis outage failed (try %d): %r",
                             attempt + 1, exc)

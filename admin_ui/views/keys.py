@@ -10,7 +10,6 @@ import logging
 from typing import Any
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from admin_ui import db, emails
 from admin_ui.db import POOL_KEY, AccountRow
@@ -26,6 +25,7 @@ from admin_ui.views.totp import check_second_factor
 from gateway.keys.lifecycle import KeyInfo, KeyNotFound, activate_key, audit, create_key, delete_key
 from gateway.keys.lifecycle import list_keys as lifecycle_list_keys
 from gateway.keys.tokens import is_key_id
+from gateway.store.errors import REDIS_ERRORS
 from gateway.store.redis import RedisKeyCache
 
 __all__ = ["CACHE_KEY",
@@ -231,7 +231,7 @@ async def confirm_key(request: web.Request) -> web.Response:
         }, status=404 if state is LinkState.UNKNOWN else 410)
     try:
         await request.app[CACHE_KEY].invalidate(found.key_id, deleted=False)
-    except (RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         log.warning("redis invalidation of key %s failed: %r", found.key_id, exc)
     await emails.deliver(request, emails.key_activated_notice(
         request, account.email, key_id=found.key_id, name=found.key_name, ip=ip))

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
-from redis.exceptions import RedisError
 
 from gateway.http.client_ip import IpAddress
 from gateway.keys.tokens import generate_key_id, generate_token, hash_secret
+from gateway.store.errors import REDIS_ERRORS
 from gateway.store.invalidation import PG_CHANNEL
 from gateway.store.redis import RedisKeyCache
 
@@ -164,7 +164,7 @@ async def _invalidate(cache: RedisKeyCache | None, key_id: str, *, deleted: bool
         return
     try:
         await cache.invalidate(key_id, deleted=deleted)
-    except (RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         # PostgreSQL's NOTIFY still reaches every gateway; the Redis copy expires or is
         # tombstoned by the gateways' reconciliation when Redis returns.
         log.warning("redis invalidation of key %s failed: %r", key_id, exc)

@@ -7,6 +7,7 @@ import logging
 
 import asyncpg
 
+from gateway.store.errors import POSTGRES_ERRORS
 from gateway.tasks import every, stop_task
 
 __all__ = ["UsageRecorder"]
@@ -38,7 +39,7 @@ class UsageRecorder:
                 "UPDATE api_keys SET last_used_at = now() WHERE key_id = ANY($1::text[])",
                 list(batch),
             )
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except POSTGRES_ERRORS as exc:
             log.warning("could not record last use of %d key(s): %r", len(batch), exc)
             self._pending |= batch
 

@@ -27,6 +27,7 @@ import asyncpg
 
 from gateway.config.settings import Settings
 from gateway.observability.outcomes import Outcome
+from gateway.store.errors import POSTGRES_ERRORS
 from gateway.tasks import every, stop_task
 
 __all__ = ["AUDITED_CODES", "AccessLog", "JsonFormatter", "configure_logging"]
@@ -81,7 +82,7 @@ class AccessLog:
         """Log a batch of answered requests; keep the audit rows of the denials among them."""
         if self._pool is not None:
             for outcome in outcomes:
-                if outcome[7] in AUDITED_CODES:  # its error code
+                if outcome.code in AUDITED_CODES:
                     self._audit(outcome)
         if not self.is_enabled:
             return
@@ -101,8 +102,10 @@ class AccessLog:
         ms, stamp = self._ms, self._stamp
         lines: list[str] = []
         append = lines.append
-        for (at_ms, request_id, client_ip, method, path, route, status, code, key_id, account,
-             micros, upstream) in outcomes:
+        for outcome in outcomes:
+            at_ms, path, route, key_id = outcome.at_ms, outcome.path, outcome.route, outcome.key_id
+            method, status, code = outcome.method, outcome.status, outcome.code
+            account, micros, upstream = outcome.account_id, outcome.micros, outcome.upstream_micros
             if at_ms != ms:  # requests answered in the same millisecond share one stamp
                 ms, stamp = at_ms, self._new_stamp(at_ms)
             fragment = (fragments.get((method, route, status, code))
@@ -119,21 +122,22 @@ class AccessLog:
                 key = keys.get(key_id) or self._key_fields(key_id, account)
             upstream_ms = ("null" if upstream is None
                            else f"{upstream // 1000}{fractions[upstream % 1000]}")
-            append(f'{{"ts":"{stamp}","request_id":"{request_id}","client_ip":"{client_ip}",'
+            append(f'{{"ts":"{stamp}","request_id":"{outcome.request_id}",'
+                   f'"client_ip":"{outcome.client_ip}",'
                    f'{fragment},"path":"{path}",{key},'
                    f'"duration_ms":{micros // 1000}{fractions[micros % 1000]},'
                    f'"upstream_ms":{upstream_ms}}}')
         return lines
 
     def _text_line(self, outcome: Outcome) -> str:
-        (at_ms, request_id, client_ip, method, path, _, status, code, key_id, account,
-         micros, upstream) = outcome
-        if at_ms != self._ms:
-            self._new_stamp(at_ms)
+        if outcome.at_ms != self._ms:
+            self._new_stamp(outcome.at_ms)
+        upstream, account = outcome.upstream_micros, outcome.account_id
         up = "-" if upstream is None else f"{upstream / 1000:.1f}ms"
-        return (f"{self._stamp} {client_ip} \"{method} {path}\" {status} "
-                f"{code or '-'} {micros / 1000:.1f}ms upstream={up} id={request_id} "
-                f"key={key_id or '-'} account={account if account is not None else '-'}")
+        return (f"{self._stamp} {outcome.client_ip} \"{outcome.method} {outcome.path}\" "
+                f"{outcome.status} {outcome.code or '-'} {outcome.micros / 1000:.1f}ms "
+                f"upstream={up} id={outcome.request_id} key={outcome.key_id or '-'} "
+                f"account={account if account is not None else '-'}")
 
     def _key_fields(self, key_id: str, account: int) -> str:
         if len(self._keys) >= _KEYS_KEPT:
@@ -164,11 +168,10 @@ class AccessLog:
         if len(self._pending) >= self._max_batch:
             self.dropped += 1
             return
-        (_, request_id, client_ip, method, path, route, status, code, key_id, account, _,
-         _) = outcome
-        detail = {"code": code, "status": status, "method": method, "path": path,
-                  "route": route}
-        self._pending.append((account, key_id, client_ip, request_id, json.dumps(detail)))
+        detail = {"code": outcome.code, "status": outcome.status, "method": outcome.method,
+                  "path": outcome.path, "route": outcome.route}
+        self._pending.append((outcome.account_id, outcome.key_id, outcome.client_ip,
+                              outcome.request_id, json.dumps(detail)))
 
     # --- background ----------------------------------------------------------------------
 
@@ -196,7 +199,7 @@ class AccessLog:
             # had already taken is then written twice; an audit log had better repeat than lose.
             self._pending[:0] = rows
             raise
-        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except POSTGRES_ERRORS as exc:
             log.warning("audit log write failed, %d denial row(s) lost: %r", len(rows), exc)
         if self.dropped:
             log.warning("audit log: %d denial row(s) not written (more than %d a flush)",

@@ -116,7 +116,10 @@ class Metrics:
     def count(self, outcomes: list[Outcome]) -> None:
         """Count answered requests (added to Prometheus at the next `sync()`)."""
         tallies, buckets, methods, bucket_of = self._tallies, _BUCKETS_US, _METHODS, bisect_left
-        for _, _, _, method, _, route, status, code, _, _, micros, upstream in outcomes:
+        for outcome in outcomes:
+            method, route, status, code = (outcome.method, outcome.route, outcome.status,
+                                           outcome.code)
+            micros, upstream = outcome.micros, outcome.upstream_micros
             if method not in methods:
                 method = "OTHER"  # a client can send any token: keep the label set bounded
             if route is None:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from aiohttp import web
 
@@ -25,10 +25,25 @@ __all__ = ["Outcome", "Outcomes", "Reader"]
 
 log = logging.getLogger(__name__)
 
-# at (unix milliseconds), request id, client ip, method, path, route pattern, status, error
-# code ('' for none), key id, account id, microseconds taken, of which on the upstream
-Outcome = tuple[int, str, str, str, str, str | None, int, str, str | None, int | None, int,
-                int | None]
+
+
+class Outcome(NamedTuple):
+    """One answered request, as metrics and the access log read it."""
+
+    at_ms: int  # unix milliseconds
+    request_id: str
+    client_ip: str
+    method: str
+    path: str
+    route: str | None  # the matched pattern
+    status: int
+    code: str  # the gateway's error code, '' for none
+    key_id: str | None
+    account_id: int | None
+    micros: int  # the whole request
+    upstream_micros: int | None  # of which on the upstream, when it was asked
+
+
 Reader = Callable[[list[Outcome]], None]
 
 # ctx (None when refused before one was made), request, request id, status, code, started,
@@ -75,12 +90,12 @@ class Outcomes:
                     key_id = ctx.token.key_id if ctx.token is not None else None
                     account = None
                 upstream = ctx.upstream_ns
-                outcomes.append((
+                outcomes.append(Outcome(
                     at_ms, request_id, ctx.client_ip_text, request.method, ctx.path,
                     route.pattern if route is not None else None, status, code, key_id,
                     account, micros, upstream // 1000 if upstream is not None else None))
             else:  # refused before its path could be read: as it came, without the query
-                outcomes.append((
+                outcomes.append(Outcome(
                     at_ms, request_id, request.remote or "-", request.method,
                     request.raw_path.partition("?")[0], None, status, code, None, None, micros,
                     None))

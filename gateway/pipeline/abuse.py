@@ -11,8 +11,8 @@ import time
 from typing import cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
+from gateway.store.errors import REDIS_ERRORS
 from gateway.store.resp import ClientPipe, Pipe, Script
 
 __all__ = ["AuthFailureGuard"]
@@ -89,7 +89,7 @@ class AuthFailureGuard:
                 if value is not None:
                     ip = key.decode().removeprefix(f"{self._prefix}block:")
                     self._blocked[ip] = float(value)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             log.warning("could not load blocked IPs: %r", exc)
 
     async def record_failure(self, ip: str) -> None:
@@ -103,7 +103,7 @@ class AuthFailureGuard:
                 if until:
                     assert self._client is not None
                     await self._client.publish(self.channel, f"{ip} {until}")
-            except (RedisError, OSError):
+            except REDIS_ERRORS:
                 until = self._record_locally(ip)
         else:
             until = self._record_locally(ip)

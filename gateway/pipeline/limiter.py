@@ -19,6 +19,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from gateway.config.routes import RateLimit
 from gateway.store.base import KeyRecord
+from gateway.store.errors import REDIS_ERRORS
 from gateway.store.resp import Pipe, Script
 
 __all__ = ["RateLimiter"]
@@ -168,7 +169,7 @@ class RateLimiter:
                 allowed, retry_ms, remaining = await self._script.call(
                     key, [limit.emission_interval * 1000, limit.limit])
                 return bool(allowed), float(retry_ms) / 1000, int(remaining)
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 if time.monotonic() >= self._down_until:
                     log.warning("redis unavailable: rate limits are per process until it "
                                 "returns (%r)", exc)

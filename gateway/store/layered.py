@@ -12,10 +12,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import asyncpg
-
 from gateway.http.errors import StoreUnavailable
 from gateway.store.base import KeyRecord
+from gateway.store.errors import POSTGRES_ERRORS
 from gateway.store.memory import MISS, MemoryCache, Miss, Ticket
 from gateway.store.postgres import PostgresKeyStore
 from gateway.store.redis import RedisKeyCache, RedisUnavailable
@@ -23,8 +22,6 @@ from gateway.store.redis import RedisKeyCache, RedisUnavailable
 __all__ = ["LayerStats", "LayeredKeyStore"]
 
 log = logging.getLogger(__name__)
-
-_PG_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
 
 
 @dataclass(slots=True)
@@ -102,7 +99,7 @@ class LayeredKeyStore:
                     return record
         try:
             record = await self.postgres.get(key_id)
-        except _PG_ERRORS as exc:
+        except POSTGRES_ERRORS as exc:
             log.warning("key store unavailable for key %s: %r", key_id, exc)
             raise StoreUnavailable from exc
         self.stats.postgres_hits += 1

@@ -14,10 +14,10 @@ import logging
 import time
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from gateway.config.settings import Settings
 from gateway.store.base import KeyRecord, decode_record, encode_record
+from gateway.store.errors import REDIS_ERRORS
 from gateway.store.resp import ClientPipe, Pipe, call
 
 __all__ = ["NEGATIVE", "TOMBSTONE", "RedisKeyCache", "RedisUnavailable", "connect_redis"]
@@ -96,7 +96,7 @@ class RedisKeyCache:
             raise RedisUnavailable
         try:
             data = await call(self._pipe, "GET", self.cache_key(key_id))
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self._mark_down(exc)
             raise RedisUnavailable from exc
         if data is None:

@@ -161,7 +161,7 @@ async def test_unparsable_requests_get_the_contract_error(
     assert body[length:] == b"", "a second answer followed the refusal"
     outcomes.drain()
     # Counted and logged like any answer, under the id the client was given.
-    assert [(o[1], o[3], o[6], o[7]) for o in seen] == [
+    assert [(o.request_id, o.method, o.status, o.code) for o in seen] == [
         (headers["X-Request-Id"], "UNKNOWN", expected_status, code)]
 
 

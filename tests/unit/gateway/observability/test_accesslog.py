@@ -57,7 +57,7 @@ async def test_a_failing_reader_neither_stops_the_others_nor_the_request() -> No
     def broken(_batch: object) -> None:
         raise RuntimeError("boom")
 
-    outcomes = Outcomes([broken, lambda batch: seen.extend(o[1] for o in batch)], batch=2)
+    outcomes = Outcomes([broken, lambda batch: seen.extend(o.request_id for o in batch)], batch=2)
     request = make_mocked_request("GET", "/x")
     for n in range(3):
         outcomes.add(None, request, f"r{n}", 200, "", time.perf_counter_ns())
