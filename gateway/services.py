@@ -10,7 +10,6 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import redis.asyncio as aioredis
 
@@ -23,7 +22,6 @@ from gateway.observability.metrics import Metrics
 from gateway.observability.outcomes import Outcomes
 from gateway.observability.readiness import check_readiness
 from gateway.pipeline.abuse import AuthFailureGuard
-from gateway.pipeline.forward import create_upstream_session
 from gateway.pipeline.limiter import RateLimiter
 from gateway.pipeline.runner import Steps, steps_for
 from gateway.store.errors import STORE_ERRORS
@@ -49,7 +47,6 @@ class Gateway:
     usage: UsageRecorder
     access_log: AccessLog
     outcomes: Outcomes
-    session: aiohttp.ClientSession
     listener: InvalidationListener
     pool: asyncpg.Pool
     redis: aioredis.Redis
@@ -118,9 +115,6 @@ class Gateway:
         self.listener.start()
         self._stack.push_async_callback(self.listener.aclose)
         await self._await_channels()
-        self.session = create_upstream_session(settings.upstream_connections,
-                                               settings.upstream_connect_timeout)
-        self._stack.push_async_callback(self.session.close)
 
     async def _await_channels(self, timeout: float = 5.0) -> None:
         """Serve only once invalidations can reach us: a key cached before the channels are up

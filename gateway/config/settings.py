@@ -82,10 +82,16 @@ class Settings:
     upstream_connections: int = 1000
     upstream_secret: str | None = None
     upstream_secret_header: str = "X-Gateway-Secret"  # noqa: S105 (a header name)
+    upstream_total_timeout: float = 120.0  # from the request's start to its answer's end
     max_body_size: int = 10 * 1024**2
     max_header_size: int = 8190
-    client_timeout: float = 60.0  # a request must arrive this soon on an open connection
+    max_header_count: int = 100
+    client_timeout: float = 60.0  # keep-alive: the next request must start this soon
+    client_header_timeout: float = 10.0  # a request's head must arrive within this
+    client_body_timeout: float = 30.0  # and its body within this, once the head is in
+    max_pipelined: int = 16  # requests read ahead on one connection before reading stops
     max_connections: int = 10_000  # per process
+    max_connections_per_ip: int = 256  # per process and client address; proxies exempt
     shutdown_timeout: float = 30.0
 
     # Abuse control.

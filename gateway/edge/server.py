@@ -1,8 +1,9 @@
 """`gateway serve`: the data plane on one port, in one process or in N worker processes.
 
-With N > 1, the parent binds the port, forks N workers that share it (each with its own
-pools and caches), serves the status port itself, restarts a worker that dies, forwards
-SIGHUP (route reload) and drains everyone on SIGTERM/SIGINT.
+With N > 1, the parent binds one listening socket per worker on the port (SO_REUSEPORT, so
+the kernel spreads connections over them), forks N workers (each with its own pools and
+caches), serves the status port itself, restarts a worker that dies on the same socket,
+forwards SIGHUP (route reload) and drains everyone on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -18,20 +19,19 @@ import signal
 import socket
 import tempfile
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 
 from gateway.config.settings import Settings
-from gateway.edge.app import CONNECTIONS_KEY, GATEWAY_KEY, build_app
-from gateway.edge.connections import ConnectionGuard
-from gateway.edge.protocol import GatewayRequestHandler
+from gateway.edge.client import ClientConnection
+from gateway.edge.edge import Edge
 from gateway.observability.accesslog import configure_logging
 from gateway.observability.metrics import enable_multiprocess
 from gateway.observability.status import build_status_app
-from gateway.tasks import every
+from gateway.services import Gateway
+from gateway.tasks import every, stop_task
 
-__all__ = ["Listening", "bind", "handler_args", "install_uvloop", "listen", "serve"]
+__all__ = ["Listening", "bind", "install_uvloop", "listen", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -44,79 +44,84 @@ def install_uvloop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def handler_args(settings: Settings) -> dict[str, Any]:
-    """aiohttp server limits. Its own header limits sit above ours, so that ours answer
-    with the contract's 431 and aiohttp's only stop absurd requests."""
-    return {
-        "max_line_size": max(8190, settings.max_header_size * 2),
-        "max_field_size": max(8190, settings.max_header_size * 2),
-        "keepalive_timeout": settings.client_timeout,
-    }
-
-
 @dataclass
 class Listening:
-    """The gateway's app, set up, and its port, open."""
+    """A gateway process's services, open, and its port, served."""
 
-    runner: web.AppRunner
-    server: asyncio.Server
-    sweeper: asyncio.Task[None]
+    services: Gateway
+    edge: Edge
+    server: asyncio.AbstractServer
+    tasks: list[asyncio.Task[None]]
 
-    def close(self) -> None:
-        """Stop accepting; connections already open finish what they are doing."""
+    def stop_accepting(self) -> None:
         self.server.close()
-        self.sweeper.cancel()
+
+    async def aclose(self) -> None:
+        """Stop accepting, finish the requests in flight (up to `shutdown_timeout`), then
+        close the services."""
+        self.stop_accepting()
+        await self.edge.drain(self.services.settings.shutdown_timeout)
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(signal.SIGHUP)
+        await asyncio.gather(*map(stop_task, self.tasks))
+        self.services.sync_metrics()  # the last requests of a worker that stops
+        await self.services.aclose()
 
 
-async def listen(app: web.Application, sock: socket.socket, settings: Settings) -> Listening:
-    """Set up the gateway `app` (its services open) and serve it on `sock` (bound, listening).
-
-    Our own listener instead of aiohttp's SockSite: every connection goes through the guard
-    first, which also keeps the state the pipeline remembers per connection, and is served
-    by `GatewayRequestHandler` (aiohttp's protocol, its refusals in the contract's JSON).
-    """
-    args: dict[str, Any] = {**handler_args(settings), "access_log": None}  # ours logs
-    guard = ConnectionGuard(settings.max_connections, settings.client_timeout)
-    app[CONNECTIONS_KEY] = guard  # before start-up freezes the app
-    runner = web.AppRunner(app, handle_signals=False,
-                           shutdown_timeout=settings.shutdown_timeout, **args)
-    await runner.setup()
-    gateway = app[GATEWAY_KEY]
-    web_server = runner.server
-    assert web_server is not None
-    loop = asyncio.get_running_loop()
-
-    def protocol() -> GatewayRequestHandler:
-        # What `web_server()` would make, answering aiohttp's own refusals our way.
-        return GatewayRequestHandler(gateway.outcomes, web_server, loop=loop, **args)
-
-    server = await loop.create_server(guard.factory(protocol), sock=sock, backlog=4096,
-                                      ssl=settings.ssl_context)
-    return Listening(runner, server, every(1.0, guard.sweep, "connection-sweep"))
+async def listen(settings: Settings, sock: socket.socket) -> Listening:
+    """Open the gateway's services and serve the data plane on `sock` (bound, listening)."""
+    services = await Gateway.open(settings)
+    try:
+        ssl_context = settings.ssl_context
+        edge = Edge(services, is_tls=ssl_context is not None)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: ClientConnection(edge), sock=sock,
+                                          backlog=4096, ssl=ssl_context)
+    except BaseException:
+        await services.aclose()
+        raise
+    tasks = [
+        every(edge.tick, edge.sweep, "connection-sweep"),
+        every(1.0, services.sync_metrics, "metrics-sync"),
+        # The route file, reloaded when it changes on disk.
+        every(1.0, services.reload_routes_if_changed, "routes-watch"),
+    ]
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGHUP, services.reload_routes)
+    return Listening(services, edge, server, tasks)
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket, inheritable by forked workers."""
+def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket (inheritable by forked workers)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(4096)
     sock.set_inheritable(True)
     return sock
 
 
+def bind_workers(host: str, port: int, workers: int) -> list[socket.socket]:
+    """One listening socket per worker on the same port. The port is first taken alone, so
+    a port that another server (or another gateway) holds is refused, not shared."""
+    bind(host, port).close()
+    return [bind(host, port, reuse_port=True) for _ in range(workers)]
+
+
 async def _run_until_signal(settings: Settings, sock: socket.socket,
                             status: tuple[str, int] | None) -> None:
-    app = build_app(settings)
-    listening = await listen(app, sock, settings)
+    listening = await listen(settings, sock)
     # Start-up objects (modules, route table, pools) live as long as the process: keep them
     # out of the collector's way, so full collections stay short under load.
     gc.collect()
     gc.freeze()
     status_runner: web.AppRunner | None = None
     if status is not None:
-        status_runner = web.AppRunner(build_status_app(lambda: app[GATEWAY_KEY]),
+        status_runner = web.AppRunner(build_status_app(lambda: listening.services),
                                       access_log=None)
         await status_runner.setup()
         await web.TCPSite(status_runner, status[0], status[1]).start()
@@ -126,13 +131,13 @@ async def _run_until_signal(settings: Settings, sock: socket.socket,
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("draining: no new connections, finishing requests in flight")
-    listening.close()  # stop accepting; requests in flight finish below
+    listening.stop_accepting()
     if status_runner is not None:
         await status_runner.cleanup()
-    await listening.runner.cleanup()  # waits up to shutdown_timeout, closes pools
+    await listening.aclose()
 
 
-def _worker(settings: Settings, sock: socket.socket) -> None:
+def _worker(settings: Settings, socks: list[socket.socket], index: int) -> None:
     # Forked from the supervisor's running loop (on restart): forget it in the child, and its
     # signal handling too. Inherited, a SIGTERM to this worker would be written to the
     # supervisor's wake-up socket and lost, and the worker would outlive the supervisor.
@@ -142,7 +147,10 @@ def _worker(settings: Settings, sock: socket.socket) -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the app installs its reload handler
     install_uvloop()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    asyncio.run(_run_until_signal(settings, sock, None))
+    for other, sock in enumerate(socks):
+        if other != index:
+            sock.close()  # the kernel then queues this worker's connections on its own
+    asyncio.run(_run_until_signal(settings, socks[index], None))
 
 
 def serve(settings: Settings, *, port: int, status_port: int, workers: int = 1,
@@ -151,14 +159,14 @@ def serve(settings: Settings, *, port: int, status_port: int, workers: int = 1,
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload before we can reload is no exit
     configure_logging(settings)
     install_uvloop()
-    sock = bind(host, port)
+    socks = [bind(host, port)] if workers <= 1 else bind_workers(host, port, workers)
     scheme = "https" if settings.ssl_context is not None else "http"  # a bad cert stops us here
     print(f"gateway listening on {scheme}://{host}:{port} (status on :{status_port}, "
           f"{workers} worker{'s' if workers > 1 else ''})", flush=True)
     if workers <= 1:
-        asyncio.run(_run_until_signal(settings, sock, (host, status_port)))
+        asyncio.run(_run_until_signal(settings, socks[0], (host, status_port)))
         return 0
-    return _supervise(settings, sock, host, status_port, workers)
+    return _supervise(settings, socks, host, status_port)
 
 
 def _signal_all(procs: list[multiprocessing.process.BaseProcess], sig: int) -> None:
@@ -167,30 +175,30 @@ def _signal_all(procs: list[multiprocessing.process.BaseProcess], sig: int) -> N
             os.kill(proc.pid, sig)
 
 
-def _supervise(settings: Settings, sock: socket.socket, host: str, status_port: int,
-               workers: int) -> int:
+def _supervise(settings: Settings, socks: list[socket.socket], host: str,
+               status_port: int) -> int:
     # Workers write their metrics here; the status port aggregates them.
     given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     metrics_dir = given or tempfile.mkdtemp(prefix="keygate-metrics-")
     enable_multiprocess(metrics_dir)
     try:
-        return _run_workers(settings, sock, host, status_port, workers)
+        return _run_workers(settings, socks, host, status_port)
     finally:
         if not given:  # ours: nothing reads it once the workers are gone
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _run_workers(settings: Settings, sock: socket.socket, host: str, status_port: int,
-                 workers: int) -> int:
+def _run_workers(settings: Settings, socks: list[socket.socket], host: str,
+                 status_port: int) -> int:
     context = multiprocessing.get_context("fork")
-    procs: list[multiprocessing.process.BaseProcess] = []
 
-    def spawn() -> multiprocessing.process.BaseProcess:
-        proc = context.Process(target=_worker, args=(settings, sock), daemon=False)
+    def spawn(index: int) -> multiprocessing.process.BaseProcess:
+        # Worker `index` serves socket `index`; a replacement takes over the same one.
+        proc = context.Process(target=_worker, args=(settings, socks, index), daemon=False)
         proc.start()
         return proc
 
-    procs = [spawn() for _ in range(workers)]
+    procs = [spawn(index) for index in range(len(socks))]
 
     async def supervise() -> None:
         from gateway.observability.status import build_supervisor_status_app
@@ -210,7 +218,7 @@ def _run_workers(settings: Settings, sock: socket.socket, host: str, status_port
             for i, proc in enumerate(procs):
                 if not proc.is_alive() and not stop.is_set():
                     log.error("worker %s exited with %s; restarting", proc.pid, proc.exitcode)
-                    procs[i] = spawn()
+                    procs[i] = spawn(i)
         _signal_all(procs, signal.SIGTERM)
         await runner.cleanup()
 

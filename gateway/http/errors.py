@@ -1,15 +1,14 @@
 """The gateway's errors: one class per condition, each carrying its status and code.
 
-`error_response()` is the only code that writes the error JSON of the contract.
+`error_answer()` is the only code that writes the error JSON of the contract.
 Codes are the exchange's own, so a client written for it raises its usual exception.
 """
 
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 from typing import ClassVar
-
-from aiohttp import web
 
 __all__ = [
     "ClientIpBlocked",
@@ -24,11 +23,13 @@ __all__ = [
     "PayloadTooLarge",
     "PermissionMissing",
     "RateLimited",
+    "RequestTimeout",
     "RouteNotFound",
     "StoreUnavailable",
     "UpstreamTimeout",
     "UpstreamUnavailable",
-    "error_response",
+    "answer_bytes",
+    "error_answer",
 ]
 
 
@@ -145,6 +146,12 @@ class RateLimited(GatewayError):
         }
 
 
+class RequestTimeout(GatewayError):
+    status = 408
+    code = "REQUEST_TIMEOUT"
+    message = "The request did not arrive in time"
+
+
 class HeadersTooLarge(GatewayError):
     status = 431
     code = "HEADERS_TOO_LARGE"
@@ -177,11 +184,28 @@ class UpstreamTimeout(GatewayError):
     message = "The exchange did not answer in time; the outcome of a POST or DELETE is unknown"
 
 
-def error_response(error: GatewayError, request_id: str) -> web.Response:
-    """The contract's JSON error body with the error's status and headers."""
-    body = json.dumps({"error": error.code, "message": error.text, "request_id": request_id})
-    headers = error.headers()
-    headers["X-Request-Id"] = request_id
-    return web.Response(
-        status=error.status, text=body, content_type="application/json", headers=headers
-    )
+_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+
+
+def answer_bytes(status: int, body: bytes, headers: list[tuple[str, str]], *,
+                 content_type: bytes = b"application/json", closing: bool = False) -> bytes:
+    """A whole HTTP/1.1 answer the gateway makes itself (its errors, health, introspection)."""
+    head = [b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+            % (status, _REASONS.get(status, b"Unknown"), content_type, len(body))]
+    for name, value in headers:
+        head.append(f"{name}: {value}\r\n".encode("latin-1"))
+    if closing:
+        head.append(b"Connection: close\r\n")
+    head.append(b"\r\n")
+    return b"".join(head) + body
+
+
+def error_answer(error: GatewayError, request_id: str, *, closing: bool = False,
+                 rate: tuple[int, int] | None = None) -> bytes:
+    """The contract's JSON error with the error's status and headers, as bytes to send."""
+    body = json.dumps({"error": error.code, "message": error.text,
+                       "request_id": request_id}).encode()
+    headers = [*error.headers().items(), ("X-Request-Id", request_id)]
+    if rate is not None and error.status != 429:  # a 429 carries its own
+        headers += [("X-RateLimit-Limit", str(rate[0])), ("X-RateLimit-Remaining", str(rate[1]))]
+    return answer_bytes(error.status, body, headers, closing=closing)

@@ -14,11 +14,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-from aiohttp import web
-
 from gateway.tasks import every, stop_task
 
 if TYPE_CHECKING:
+    from gateway.http.request import RequestView
     from gateway.pipeline.context import RequestContext
 
 __all__ = ["Outcome", "Outcomes", "Reader"]
@@ -48,7 +47,7 @@ Reader = Callable[[list[Outcome]], None]
 
 # ctx (None when refused before one was made), request, request id, status, code, started,
 # ended (both `time.perf_counter_ns()`: integers, no rounding)
-_Pending = tuple["RequestContext | None", web.BaseRequest, str, int, str, int, int]
+_Pending = tuple["RequestContext | None", "RequestView", str, int, str, int, int]
 
 
 class Outcomes:
@@ -62,7 +61,7 @@ class Outcomes:
         self._pending: list[_Pending] = []
         self._task: asyncio.Task[None] | None = None
 
-    def add(self, ctx: RequestContext | None, request: web.BaseRequest, request_id: str,
+    def add(self, ctx: RequestContext | None, request: RequestView, request_id: str,
             status: int, code: str, started: int) -> None:
         """One answered request (the hot path: an append). `started`: `perf_counter_ns()`."""
         pending = self._pending
@@ -96,9 +95,8 @@ class Outcomes:
                     account, micros, upstream // 1000 if upstream is not None else None))
             else:  # refused before its path could be read: as it came, without the query
                 outcomes.append(Outcome(
-                    at_ms, request_id, request.remote or "-", request.method,
-                    request.raw_path.partition("?")[0], None, status, code, None, None, micros,
-                    None))
+                    at_ms, request_id, request.peer or "-", request.method, request.path, None,
+                    status, code, None, None, micros, None))
         for reader in self.readers:
             try:
                 reader(outcomes)

@@ -14,8 +14,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from gateway.config.settings import Settings
-from gateway.edge.app import GATEWAY_KEY, build_app
-from gateway.edge.server import bind, install_uvloop, listen
+from gateway.edge.server import Listening, bind, install_uvloop, listen
 from gateway.observability.status import build_status_app
 from gateway.ops.runtime import migrate_database, resolved
 from sandbox import build_sandbox_app
@@ -32,15 +31,10 @@ async def _serve(app: web.Application, port: int, **kwargs: object) -> Cleanup:
     return runner.cleanup
 
 
-async def _serve_gateway(app: web.Application, port: int, settings: Settings) -> Cleanup:
-    """As `gateway serve` serves it: the same limits, connection guard and error answers."""
-    listening = await listen(app, bind("127.0.0.1", port), settings)
-
-    async def cleanup() -> None:
-        listening.close()
-        await listening.runner.cleanup()
-
-    return cleanup
+async def _serve_gateway(port: int, settings: Settings) -> tuple[Listening, Cleanup]:
+    """As `gateway serve` serves it: the same edge, limits and error answers."""
+    listening = await listen(settings, bind("127.0.0.1", port))
+    return listening, listening.aclose
 
 
 async def _run(settings: Settings, port: int, admin_port: int, status_port: int,
@@ -57,9 +51,9 @@ async def _run(settings: Settings, port: int, admin_port: int, status_port: int,
         lines.append(f"  sandbox exchange  {settings.upstream_url}/public/v1")
     admin_app, admin_lines, admin_cleanup = await build_dev_admin(settings, admin_port)
     cleanups.append(admin_cleanup)
-    gateway_app = build_app(settings)
-    cleanups.append(await _serve_gateway(gateway_app, port, settings))
-    cleanups.append(await _serve(build_status_app(lambda: gateway_app[GATEWAY_KEY]),
+    listening, gateway_cleanup = await _serve_gateway(port, settings)
+    cleanups.append(gateway_cleanup)
+    cleanups.append(await _serve(build_status_app(lambda: listening.services),
                                  status_port, access_log=None))
     # SECURITY: links in the admin UI carry tokens; its access log redacts them.
     cleanups.append(await _serve(admin_app, admin_port, access_log_class=RedactingAccessLogger))

@@ -6,8 +6,6 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable
 
-from aiohttp import hdrs
-
 from gateway.http.errors import ClientIpBlocked, KeyInvalid, KeyMissing
 from gateway.keys.tokens import parse_token, verify_secret
 from gateway.pipeline.context import RequestContext
@@ -35,7 +33,7 @@ def parse_key(ctx: RequestContext) -> None:
     Raises `KeyMissing` without a key, `KeyInvalid` for a malformed token, another scheme,
     or two keys in one request. No I/O: junk never reaches Redis or PostgreSQL.
     """
-    values = ctx.request.headers.getall(hdrs.AUTHORIZATION, ())  # istr: no case-folding
+    values = ctx.request.authorization
     if not values:
         raise KeyMissing
     if len(values) > 1:
@@ -88,7 +86,7 @@ def _accept(ctx: RequestContext, record: KeyRecord | None) -> None:
                              ctx.services.peppers):
             raise KeyInvalid
         if known is not None:
-            known.authorization = ctx.request.headers[hdrs.AUTHORIZATION]
+            known.authorization = ctx.request.authorization[0]
             known.token, known.key = token, record
     ctx.key = record
     ctx.services.usage.touch(record.key_id)

@@ -4,14 +4,12 @@ and the narrow view of the process's services that the steps are given beside it
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
-from typing import Protocol
-
-import aiohttp
-from aiohttp import web
+from collections.abc import Coroutine, Mapping
+from typing import Any, Protocol
 
 from gateway.config.routes import Route, RouteTable
 from gateway.config.settings import Settings
+from gateway.http.request import RequestView
 from gateway.keys.tokens import ParsedToken
 from gateway.keys.usage import UsageRecorder
 from gateway.pipeline.abuse import AuthFailureGuard
@@ -32,7 +30,8 @@ class Services(Protocol):
     guard: AuthFailureGuard
     limiter: RateLimiter | None
     usage: UsageRecorder
-    session: aiohttp.ClientSession
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...
 
 
 class ConnectionState:
@@ -73,7 +72,7 @@ class RequestContext:
 
     def __init__(
         self,
-        request: web.Request,
+        request: RequestView,
         request_id: str,
         path: str,
         client_ip: ipaddress.IPv4Address | ipaddress.IPv6Address,

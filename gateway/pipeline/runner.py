@@ -11,17 +11,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
-from aiohttp import web
-
 from gateway.http.errors import RouteNotFound
 from gateway.pipeline.allowlist import check_ip
 from gateway.pipeline.auth import check_client_blocked, lookup_key, parse_key
 from gateway.pipeline.context import RequestContext
-from gateway.pipeline.forward import forward
 from gateway.pipeline.permissions import check_permission
 from gateway.pipeline.ratelimit import apply_rate_limit
 
-__all__ = ["PRIVATE_STEPS", "PUBLIC_STEPS", "Step", "Steps", "match_route", "run_pipeline",
+__all__ = ["PRIVATE_STEPS", "PUBLIC_STEPS", "Step", "Steps", "match_route", "run_steps",
            "steps_for"]
 
 Step = Callable[[RequestContext], Awaitable[None] | None]
@@ -60,28 +57,28 @@ def steps_for(*, rate_limits: bool) -> Steps:
                  tuple(s for s in PUBLIC_STEPS if s not in dropped))
 
 
-def run_pipeline(ctx: RequestContext, steps: Steps) -> Awaitable[web.StreamResponse]:
-    """Run every step for the matched route, then forward. Errors propagate to the caller.
+def run_steps(ctx: RequestContext, steps: Steps) -> Awaitable[None] | None:
+    """Match the route and run its steps. Errors propagate to the caller (the edge).
 
-    When no step has to wait (the warm path), the forwarding coroutine itself is returned:
-    every time the upstream exchange resumes, it then passes through one frame fewer.
+    Returns None when every step answered at once (the warm path: nothing to wait for, no
+    task), else an awaitable that runs the rest once the step that had to wait is done.
+    The edge forwards the request once the steps are through.
     """
     match_route(ctx)
     assert ctx.route is not None
     chosen = steps.public if ctx.route.is_public else steps.private
-    for step in chosen:
+    for index, step in enumerate(chosen):
         pending = step(ctx)
         if pending is not None:
-            return _finish(ctx, pending, chosen[chosen.index(step) + 1:])
-    return forward(ctx)
+            return _finish(ctx, pending, chosen[index + 1:])
+    return None
 
 
 async def _finish(ctx: RequestContext, pending: Awaitable[None],
-                  steps: tuple[Step, ...]) -> web.StreamResponse:
-    """The rest of the pipeline, once a step had to wait (a cold key, a rate limit)."""
+                  steps: tuple[Step, ...]) -> None:
+    """The rest of the steps, once one had to wait (a cold key, a rate limit)."""
     await pending
     for step in steps:
         waiting = step(ctx)
         if waiting is not None:
             await waiting
-    return await forward(ctx)

@@ -20,7 +20,7 @@ from admin_ui.app import build_admin_app
 from admin_ui.devmail import DevMailbox, start_mail_sink
 from gateway.config.settings import Settings
 from sandbox import build_sandbox_app
-from tests.support.servers import RunningApp, start_app, start_gateway
+from tests.support.servers import RunningGateway, start_app, start_gateway
 from tests.support.services import free_port
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -73,7 +73,7 @@ async def _stack(settings: Settings, **overrides: Any) -> AsyncIterator[Stack]:
                             smtp_url=f"smtp://127.0.0.1:{mail_port}", **overrides)
     mailbox = DevMailbox()
     sink = await start_mail_sink(mailbox, "127.0.0.1", mail_port)
-    gateway: RunningApp | None = None
+    gateway: RunningGateway | None = None
     admin: web.AppRunner | None = None
     try:
         gateway = await start_gateway(live)

@@ -1,14 +1,16 @@
-"""Contract: each `GatewayError` renders the status, code, JSON body and headers DESIGN.md fixes.
+"""Contract: each `GatewayError` renders the status, code, JSON body and headers the
+contract fixes.
 
-Pure: `error_response` builds the response; nothing is served. Needs no external service.
+Pure: `error_answer` builds the answer's bytes, read back here with llhttp; nothing is served.
+Needs no external service.
 """
 
 from __future__ import annotations
 
 import json
 
+import httptools
 import pytest
-from aiohttp import web
 
 import gateway.http.errors as errors_module
 from gateway.http.errors import (
@@ -24,22 +26,45 @@ from gateway.http.errors import (
     PayloadTooLarge,
     PermissionMissing,
     RateLimited,
+    RequestTimeout,
     RouteNotFound,
     StoreUnavailable,
     UpstreamTimeout,
     UpstreamUnavailable,
-    error_response,
+    error_answer,
 )
 
 REQUEST_ID = "req-1.2_3"
 
 
-def _render(error: GatewayError) -> tuple[web.Response, dict[str, str]]:
-    response = error_response(error, REQUEST_ID)
-    assert response.content_type == "application/json"
+class Answer:
+    """An HTTP answer read back from its bytes, as a client's parser reads it."""
+
+    def __init__(self, data: bytes) -> None:
+        self.headers: dict[str, str] = {}
+        self.body = b""
+        self.complete = False
+        parser = httptools.HttpResponseParser(self)
+        parser.feed_data(data)
+        self.status = parser.get_status_code()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert name.decode() not in self.headers, "a header twice"
+        self.headers[name.decode()] = value.decode()
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+def _render(error: GatewayError) -> tuple[Answer, dict[str, str]]:
+    response = Answer(error_answer(error, REQUEST_ID))
+    assert response.complete
+    assert response.headers["Content-Type"] == "application/json"
     assert response.headers["X-Request-Id"] == REQUEST_ID
-    assert response.text is not None
-    body = json.loads(response.text)
+    body = json.loads(response.body)
     assert set(body) == {"error", "message", "request_id"}
     assert body["request_id"] == REQUEST_ID
     assert isinstance(body["message"], str) and body["message"]
@@ -182,8 +207,20 @@ def test_upstream_timeout() -> None:
 
 
 def test_error_headers_are_fresh_per_call() -> None:
-    # error_response adds X-Request-Id to the dict headers() returns: it must not leak.
+    # error_answer adds X-Request-Id beside what headers() returns: it must not leak.
     error = KeyMissing()
-    error_response(error, "first")
+    error_answer(error, "first")
     assert "X-Request-Id" not in error.headers()
-    assert error_response(error, "second").headers["X-Request-Id"] == "second"
+    assert Answer(error_answer(error, "second")).headers["X-Request-Id"] == "second"
+
+
+def test_request_timeout() -> None:
+    response, body = _render(RequestTimeout())
+    assert (response.status, body["error"]) == (408, "REQUEST_TIMEOUT")
+
+
+def test_a_closing_answer_says_so_and_rate_headers_ride_along() -> None:
+    answer = Answer(error_answer(KeyMissing(), REQUEST_ID, closing=True, rate=(200, 17)))
+    assert answer.headers["Connection"] == "close"
+    assert (answer.headers["X-RateLimit-Limit"], answer.headers["X-RateLimit-Remaining"]) == (
+        "200", "17")

@@ -7,10 +7,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.config.settings import Settings
-from gateway.edge.app import GATEWAY_KEY
 from gateway.services import Gateway
 from sandbox import build_sandbox_app
-from tests.support.servers import RunningApp, start_app, start_gateway
+from tests.support.servers import RunningApp, RunningGateway, start_app, start_gateway
 
 
 @pytest.fixture
@@ -27,12 +26,12 @@ def gateway_settings(settings: Settings, sandbox: RunningApp) -> Settings:
 
 
 @pytest.fixture
-async def gateway(gateway_settings: Settings) -> AsyncIterator[RunningApp]:
+async def gateway(gateway_settings: Settings) -> AsyncIterator[RunningGateway]:
     """The gateway on a free port, in front of the sandbox."""
     running = await start_gateway(gateway_settings)
     yield running
     await running.stop()
 
 
-def services_of(running: RunningApp) -> Gateway:
-    return running.app[GATEWAY_KEY]
+def services_of(running: RunningGateway) -> Gateway:
+    return running.services

@@ -15,10 +15,16 @@ from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config.settings import Settings
-from gateway.edge.app import GATEWAY_KEY
 from gateway.observability.metrics import render_metrics
 from gateway.observability.outcomes import Outcome
-from tests.support.servers import RunningApp, bearer, issue_key, raw_request, start_gateway
+from tests.support.servers import (
+    RunningApp,
+    RunningGateway,
+    bearer,
+    issue_key,
+    raw_request,
+    start_gateway,
+)
 from tests.support.services import PrivateRedis, free_port
 
 pytestmark = pytest.mark.integration
@@ -52,7 +58,7 @@ async def limited(settings: Settings, sandbox: RunningApp) -> AsyncIterator[Runn
     await running.stop()
 
 
-async def test_missing_credentials(gateway: RunningApp) -> None:
+async def test_missing_credentials(gateway: RunningGateway) -> None:
     status, body, headers = await fetch("GET", gateway.url + BALANCES)
     assert_error(status, body, headers, 401, "MISSING_CREDENTIALS")
     assert headers["WWW-Authenticate"].startswith("Bearer")
@@ -62,14 +68,14 @@ async def test_missing_credentials(gateway: RunningApp) -> None:
     "Bearer not-a-token", "Basic dXNlcjpwYXNz", "Bearer ",
     "Bearer kg_aaaaaaaaaaaaaaaa_" + "a" * 59,
 ])
-async def test_invalid_apikey_for_malformed(gateway: RunningApp, authorization: str) -> None:
+async def test_invalid_apikey_for_malformed(gateway: RunningGateway, authorization: str) -> None:
     status, body, headers = await fetch("GET", gateway.url + BALANCES,
                                         headers={"Authorization": authorization})
     assert_error(status, body, headers, 401, "INVALID_APIKEY")
 
 
 async def test_invalid_apikey_for_unknown_deleted_and_two_keys(
-    gateway: RunningApp, gateway_settings: Settings, db: asyncpg.Pool
+    gateway: RunningGateway, gateway_settings: Settings, db: asyncpg.Pool
 ) -> None:
     key = await issue_key(db, gateway_settings)
     other = await issue_key(db, gateway_settings)
@@ -89,14 +95,14 @@ async def test_invalid_apikey_for_unknown_deleted_and_two_keys(
     assert_error(status, body, headers, 401, "INVALID_APIKEY")
 
 
-async def test_invalid_ip_restriction(gateway: RunningApp, gateway_settings: Settings,
+async def test_invalid_ip_restriction(gateway: RunningGateway, gateway_settings: Settings,
                                       db: asyncpg.Pool) -> None:
     key = await issue_key(db, gateway_settings, ["read"], ips=["203.0.113.7"])
     status, body, headers = await fetch("GET", gateway.url + BALANCES, headers=bearer(key.token))
     assert_error(status, body, headers, 403, "INVALID_IP_RESTRICTION")
 
 
-async def test_missing_permission_names_it(gateway: RunningApp, gateway_settings: Settings,
+async def test_missing_permission_names_it(gateway: RunningGateway, gateway_settings: Settings,
                                            db: asyncpg.Pool) -> None:
     key = await issue_key(db, gateway_settings, ["read"])
     status, body, headers = await fetch("POST", gateway.url + "/public/v1/account/withdraw/crypto",
@@ -105,14 +111,14 @@ async def test_missing_permission_names_it(gateway: RunningApp, gateway_settings
     assert "'withdraw'" in str(body["message"])
 
 
-async def test_route_not_found_is_default_deny(gateway: RunningApp) -> None:
+async def test_route_not_found_is_default_deny(gateway: RunningGateway) -> None:
     for method, path in [("GET", "/public/v1/nothing-here"), ("PATCH", "/public/v1/time"),
                          ("GET", "/")]:
         status, body, headers = await fetch(method, gateway.url + path)
         assert_error(status, body, headers, 404, "ROUTE_NOT_FOUND")
 
 
-async def test_illegal_chars(gateway: RunningApp) -> None:
+async def test_illegal_chars(gateway: RunningGateway) -> None:
     status, body, headers = await fetch(
         "GET", gateway.url + "/public/v1/account%2Fbalances",
         headers={"Authorization": "Bearer x"})
@@ -147,11 +153,11 @@ _SMUGGLED = b"GET /public/v1/account/balances HTTP/1.1\r\nHost: x\r\n\r\n"
                  + b"\r\n\r\n", 431, "HEADERS_TOO_LARGE", id="header-past-the-parser-limit"),
 ])
 async def test_unparsable_requests_get_the_contract_error(
-        gateway: RunningApp, raw: bytes, expected_status: int, code: str) -> None:
+        gateway: RunningGateway, raw: bytes, expected_status: int, code: str) -> None:
     """aiohttp's parser refuses these before any handler runs: the answer is still the
     contract's JSON with a request id, the connection is closed, and nothing smuggled
     behind the refused request is answered."""
-    outcomes = gateway.app[GATEWAY_KEY].outcomes
+    outcomes = gateway.services.outcomes
     seen: list[Outcome] = []
     outcomes.readers.append(seen.extend)  # beside the metrics and the access log
     status, headers, body = await exchange_raw(gateway.port, raw)
@@ -166,7 +172,7 @@ async def test_unparsable_requests_get_the_contract_error(
 
 
 async def test_payload_too_large_by_length_and_by_chunks(
-    limited: RunningApp, settings: Settings, db: asyncpg.Pool
+    limited: RunningGateway, settings: Settings, db: asyncpg.Pool
 ) -> None:
     key = await issue_key(db, settings, ["withdraw"], ips=["127.0.0.1"])
     url = limited.url + "/public/v1/account/withdraw/crypto"
@@ -181,14 +187,14 @@ async def test_payload_too_large_by_length_and_by_chunks(
     assert_error(status, body, headers, 413, "PAYLOAD_TOO_LARGE")
 
 
-async def test_headers_too_large(limited: RunningApp) -> None:
+async def test_headers_too_large(limited: RunningGateway) -> None:
     status, body, headers = await fetch("GET", limited.url + "/public/v1/time",
                                         headers={"X-Padding": "p" * 3000})
     assert_error(status, body, headers, 431, "HEADERS_TOO_LARGE")
 
 
 async def test_ratelimit_per_account_with_retry_after(
-    limited: RunningApp, settings: Settings, db: asyncpg.Pool
+    limited: RunningGateway, settings: Settings, db: asyncpg.Pool
 ) -> None:
     first = await issue_key(db, settings, ["read"])
     second = await issue_key(db, settings, ["read"], user_id=first.user_id)  # same account
@@ -204,7 +210,7 @@ async def test_ratelimit_per_account_with_retry_after(
 
 
 async def test_ratelimit_public_per_ip_and_per_route(
-    limited: RunningApp, settings: Settings, db: asyncpg.Pool
+    limited: RunningGateway, settings: Settings, db: asyncpg.Pool
 ) -> None:
     statuses = [(await fetch("GET", limited.url + "/public/v1/time"))[0] for _ in range(3)]
     assert statuses == [200, 200, 429]
@@ -214,7 +220,7 @@ async def test_ratelimit_public_per_ip_and_per_route(
     assert trades == [200, 429]
 
 
-async def test_client_ip_blocked_after_failed_authentications(limited: RunningApp) -> None:
+async def test_client_ip_blocked_after_failed_authentications(limited: RunningGateway) -> None:
     bad = {"Authorization": "Bearer kg_aaaaaaaaaaaaaaaa_" + "a" * 59}
     for _ in range(3):
         status, body, headers = await fetch("GET", limited.url + BALANCES, headers=bad)
@@ -230,7 +236,7 @@ async def test_client_ip_blocked_after_failed_authentications(limited: RunningAp
 
 
 async def test_withdraw_policy_requires_an_allowlist(
-    limited: RunningApp, settings: Settings, db: asyncpg.Pool
+    limited: RunningGateway, settings: Settings, db: asyncpg.Pool
 ) -> None:
     key = await issue_key(db, settings, ["withdraw"])
     status, body, headers = await fetch("POST", limited.url + "/public/v1/account/withdraw/crypto",
@@ -293,7 +299,7 @@ def _aborted_count() -> float:
                and sample.labels == {"route": "/public/v1/time", "code": "ABORTED"})
 
 
-async def test_upstream_too_slow_is_504(gateway: RunningApp, gateway_settings: Settings,
+async def test_upstream_too_slow_is_504(gateway: RunningGateway, gateway_settings: Settings,
                                         db: asyncpg.Pool) -> None:
     key = await issue_key(db, gateway_settings)
     status, body, headers = await fetch("POST", gateway.url + "/__sandbox/slow?delay=3",
@@ -317,7 +323,7 @@ async def test_key_store_unreachable_is_503(
 
 
 async def test_upstream_answers_pass_through_unchanged(
-    gateway: RunningApp, gateway_settings: Settings, db: asyncpg.Pool
+    gateway: RunningGateway, gateway_settings: Settings, db: asyncpg.Pool
 ) -> None:
     key = await issue_key(db, gateway_settings)
     async with aiohttp.ClientSession() as http:
@@ -334,33 +340,32 @@ async def test_slow_clients_are_cut_off_and_connections_capped(
     from tests.support.processes import GatewayProcess
 
     config = tmp_path / "gateway.yaml"
-    config.write_text("client_timeout: 1s\nmax_connections: 3\n")
+    config.write_text("client_header_timeout: 1s\nmax_connections: 3\n")
     process = GatewayProcess(gateway_settings, extra_env={"GATEWAY_CONFIG": str(config)})
     try:
         # slowloris: a request line, then a header byte now and then, never finished.
         reader, writer = await asyncio.open_connection("127.0.0.1", process.port)
         writer.write(b"GET /public/v1/time HTTP/1.1\r\nHost: x\r\n")
         started = asyncio.get_running_loop().time()
-        closed_after = None
+        answer = b""
         for _ in range(40):
             await asyncio.sleep(0.1)
             try:
                 writer.write(b"X")
                 await writer.drain()
-            except OSError:
-                pass
-            if reader.at_eof() or writer.is_closing():
-                break
-            try:
-                if await asyncio.wait_for(reader.read(1), 0.01) == b"":
-                    break
+                chunk = await asyncio.wait_for(reader.read(4096), 0.01)
             except TimeoutError:
                 continue
             except OSError:  # reset by the gateway: cut off, as intended
                 break
+            if chunk == b"":
+                break
+            answer += chunk
         closed_after = asyncio.get_running_loop().time() - started
         writer.close()
         assert closed_after < 3.0, "a client trickling headers kept its connection"
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert b'"error": "REQUEST_TIMEOUT"' in answer
 
         # Three idle connections fill the cap; the fourth is refused at once.
         held = [await asyncio.open_connection("127.0.0.1", process.port) for _ in range(3)]

@@ -16,6 +16,7 @@ import pytest
 from gateway.config.settings import Settings
 from tests.support.servers import (
     RunningApp,
+    RunningGateway,
     bearer,
     issue_key,
     raw_request,
@@ -41,7 +42,7 @@ async def last_request(sandbox: RunningApp) -> dict[str, object]:
     ("/public/v1/account/balances?currency=BTC&x=%20", "/public/v1/account/balances"),
 ])
 async def test_paths_are_normalised_and_forwarded_as_matched(
-    gateway: RunningApp, sandbox: RunningApp, gateway_settings: Settings, db: asyncpg.Pool,
+    gateway: RunningGateway, sandbox: RunningApp, gateway_settings: Settings, db: asyncpg.Pool,
     sent: str, forwarded: str,
 ) -> None:
     key = await issue_key(db, gateway_settings)
@@ -62,7 +63,7 @@ async def test_paths_are_normalised_and_forwarded_as_matched(
     "/public/v1/account/%5cbalances", "/public/v1/account/%252fbalances",
 ])
 async def test_paths_whose_meaning_depends_on_decoding_are_refused(
-    gateway: RunningApp, sandbox: RunningApp, path: str
+    gateway: RunningGateway, sandbox: RunningApp, path: str
 ) -> None:
     response = await raw_request(gateway.port, (
         f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").encode())
@@ -70,7 +71,7 @@ async def test_paths_whose_meaning_depends_on_decoding_are_refused(
     assert b'"ILLEGAL_CHARS"' in response
 
 
-async def test_headers_sent_upstream(gateway: RunningApp, sandbox: RunningApp,
+async def test_headers_sent_upstream(gateway: RunningGateway, sandbox: RunningApp,
                                      gateway_settings: Settings, db: asyncpg.Pool) -> None:
     key = await issue_key(db, gateway_settings, ["read", "trade"])
     headers = {
@@ -106,7 +107,7 @@ async def test_headers_sent_upstream(gateway: RunningApp, sandbox: RunningApp,
 
 
 async def test_no_header_is_added_that_the_client_did_not_send(
-    gateway: RunningApp, sandbox: RunningApp, gateway_settings: Settings, db: asyncpg.Pool,
+    gateway: RunningGateway, sandbox: RunningApp, gateway_settings: Settings, db: asyncpg.Pool,
 ) -> None:
     """The upstream sees the client's headers and the gateway's own, and nothing else: no
     default of the HTTP client library (Accept, User-Agent, Accept-Encoding, Content-Type)."""
@@ -136,7 +137,7 @@ async def test_no_header_is_added_that_the_client_did_not_send(
     assert received["user-agent"] == "bot/1" and received["content-length"] == "2"
 
 
-async def test_unsafe_request_ids_are_replaced(gateway: RunningApp) -> None:
+async def test_unsafe_request_ids_are_replaced(gateway: RunningGateway) -> None:
     async with aiohttp.ClientSession() as http:
         for given in ("x" * 65, "bad id", "a\u00e9"):
             async with http.get(gateway.url + "/public/v1/time",
@@ -145,7 +146,7 @@ async def test_unsafe_request_ids_are_replaced(gateway: RunningApp) -> None:
                 assert len(resp.headers["X-Request-Id"]) <= 64
 
 
-async def test_read_trade_withdraw_flows(gateway: RunningApp, sandbox: RunningApp,
+async def test_read_trade_withdraw_flows(gateway: RunningGateway, sandbox: RunningApp,
                                          gateway_settings: Settings, db: asyncpg.Pool) -> None:
     reader = await issue_key(db, gateway_settings, ["read"])
     trader = await issue_key(db, gateway_settings, ["read", "trade"], user_id=reader.user_id)
@@ -179,7 +180,7 @@ async def test_read_trade_withdraw_flows(gateway: RunningApp, sandbox: RunningAp
 
 
 async def test_permission_added_by_configuration_alone(
-    gateway: RunningApp, gateway_settings: Settings, db: asyncpg.Pool
+    gateway: RunningGateway, gateway_settings: Settings, db: asyncpg.Pool
 ) -> None:
     staker = await issue_key(db, gateway_settings, ["staking"])
     async with aiohttp.ClientSession() as http:
@@ -237,7 +238,7 @@ async def test_ipv4_allowlist_and_trusted_proxy(settings: Settings, sandbox: Run
 
 
 async def test_100mb_body_streams_through_in_bounded_memory(
-    gateway: RunningApp, gateway_settings: Settings, db: asyncpg.Pool
+    gateway: RunningGateway, gateway_settings: Settings, db: asyncpg.Pool
 ) -> None:
     key = await issue_key(db, gateway_settings)
     size, chunk = 100 * 1024 * 1024, b"k" * (1024 * 1024)

@@ -14,7 +14,6 @@ import asyncpg
 import pytest
 
 from gateway.config.settings import Settings
-from gateway.edge.app import CONNECTIONS_KEY
 from gateway.http.errors import StoreUnavailable
 from gateway.keys.lifecycle import delete_key
 from gateway.keys.tokens import generate_key_id, generate_token
@@ -27,7 +26,7 @@ from gateway.store.redis import NEGATIVE, RedisKeyCache, connect_redis
 from gateway.store.resp import call, open_pipe
 from tests.integration.conftest import services_of
 from tests.support.processes import GatewayProcess
-from tests.support.servers import RunningApp, bearer, issue_key, start_gateway
+from tests.support.servers import RunningApp, RunningGateway, bearer, issue_key, start_gateway
 from tests.support.services import PrivateRedis, free_port
 from tests.support.tcpproxy import through_proxy
 
@@ -65,7 +64,7 @@ async def test_migrations_are_idempotent(database_url: str) -> None:
         await conn.close()
 
 
-async def test_junk_tokens_never_reach_a_store(gateway: RunningApp) -> None:
+async def test_junk_tokens_never_reach_a_store(gateway: RunningGateway) -> None:
     store = services_of(gateway).store
     junk = ["nope", "kg_" + "a" * 76, "Bearer-less", "kg_aaaaaaaaaaaaaaaa_" + "b" * 59]
     async with aiohttp.ClientSession() as http:
@@ -78,7 +77,7 @@ async def test_junk_tokens_never_reach_a_store(gateway: RunningApp) -> None:
     assert store.stats.redis_hits == store.stats.postgres_hits == 0
 
 
-async def test_mistyped_token_is_refused_offline(gateway: RunningApp, db: asyncpg.Pool,
+async def test_mistyped_token_is_refused_offline(gateway: RunningGateway, db: asyncpg.Pool,
                                                  gateway_settings: Settings) -> None:
     key = await issue_key(db, gateway_settings)
     typo = key.token[:30] + ("a" if key.token[30] != "a" else "b") + key.token[31:]
@@ -89,15 +88,15 @@ async def test_mistyped_token_is_refused_offline(gateway: RunningApp, db: asyncp
 
 
 async def test_a_keep_alive_connection_remembers_its_key_but_not_past_a_deletion(
-    gateway: RunningApp, gateway_settings: Settings, db: asyncpg.Pool, redis_url: str
+    gateway: RunningGateway, gateway_settings: Settings, db: asyncpg.Pool, redis_url: str
 ) -> None:
     key, other = await issue_key(db, gateway_settings), await issue_key(db, gateway_settings)
     forged, _ = generate_token(other.key_id)  # the right id, a valid checksum, a wrong secret
-    guard = gateway.app[CONNECTIONS_KEY]
+    edge = gateway.listening.edge
     # One connection for everything below: what it remembers is what is tested.
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as http:
         assert await status_of(http, gateway.url, key.token) == 200
-        (state,) = (guarded.state for guarded in guard.by_transport.values())
+        (state,) = (conn.state for conn in edge.connections)
         assert state.key is not None and state.key.key_id == key.key_id
         assert await status_of(http, gateway.url, key.token) == 200  # from the memory
         # Another key on the same connection is checked in full, and so is a forged one.
@@ -110,11 +109,11 @@ async def test_a_keep_alive_connection_remembers_its_key_but_not_past_a_deletion
             await delete_key(conn, key.key_id, actor="test", cache=cache)
         await cache.aclose()
         await wait_for_status(http, gateway.url, key.token, 401, timeout=2.0)
-        assert len(guard.by_transport) == 1, "the client opened a second connection"
+        assert len(edge.connections) == 1, "the client opened a second connection"
 
 
 async def test_deletion_reaches_a_second_process_within_100ms(
-    gateway: RunningApp, gateway_settings: Settings, db: asyncpg.Pool, redis_url: str
+    gateway: RunningGateway, gateway_settings: Settings, db: asyncpg.Pool, redis_url: str
 ) -> None:
     key = await issue_key(db, gateway_settings)
     other = GatewayProcess(gateway_settings)

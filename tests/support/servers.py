@@ -11,21 +11,22 @@ import asyncpg
 from aiohttp import web
 
 from gateway.config.settings import Settings
-from gateway.edge.app import build_app
 from gateway.edge.server import Listening, bind, listen
 from gateway.keys.accounts import create_user
 from gateway.keys.allowlist import parse_allowlist
 from gateway.keys.lifecycle import activate_key, create_key
+from gateway.services import Gateway
 
-__all__ = ["IssuedKey", "RunningApp", "bearer", "issue_key", "raw_request", "start_app",
-           "start_gateway"]
+__all__ = ["IssuedKey", "RunningApp", "RunningGateway", "bearer", "issue_key", "raw_request",
+           "start_app", "start_gateway"]
 
 
 @dataclass
 class RunningApp:
+    """An aiohttp app (the sandbox, the admin UI) on a loopback port."""
+
     runner: web.AppRunner
     port: int
-    listening: Listening | None = None
 
     @property
     def url(self) -> str:
@@ -36,9 +37,26 @@ class RunningApp:
         return self.runner.app
 
     async def stop(self) -> None:
-        if self.listening is not None:
-            self.listening.close()
         await self.runner.cleanup()
+
+
+@dataclass
+class RunningGateway:
+    """The gateway's data plane on a loopback port, served as `gateway serve` serves it."""
+
+    listening: Listening
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def services(self) -> Gateway:
+        return self.listening.services
+
+    async def stop(self) -> None:
+        await self.listening.aclose()
 
 
 async def start_app(app: web.Application, **handler_args: object) -> RunningApp:
@@ -53,12 +71,12 @@ async def start_app(app: web.Application, **handler_args: object) -> RunningApp:
     return RunningApp(runner, port)
 
 
-async def start_gateway(settings: Settings, host: str = "127.0.0.1") -> RunningApp:
-    """The gateway app on a free loopback port, served as `gateway serve` serves it (the same
-    server limits, connection guard and per-connection state)."""
+async def start_gateway(settings: Settings, host: str = "127.0.0.1") -> RunningGateway:
+    """The gateway on a free loopback port, served as `gateway serve` serves it (the same
+    edge, limits and per-connection state)."""
     sock = bind(host, 0)
-    listening = await listen(build_app(settings), sock, settings)
-    return RunningApp(listening.runner, sock.getsockname()[1], listening)
+    listening = await listen(settings, sock)
+    return RunningGateway(listening, sock.getsockname()[1])
 
 
 @dataclass

@@ -21,7 +21,7 @@ def test_codes_are_the_contract_vocabulary() -> None:
         (403, "INVALID_IP_RESTRICTION"), (403, "MISSING_PERMISSION"), (403, "CLIENT_IP_BLOCKED"),
         (404, "ROUTE_NOT_FOUND"), (413, "PAYLOAD_TOO_LARGE"), (431, "HEADERS_TOO_LARGE"),
         (429, "RATELIMIT"), (500, "INTERNAL_SERVER_ERROR"), (502, "SERVICE_UNAVAILABLE"),
-        (503, "SERVICE_UNAVAILABLE"), (504, "GATEWAY_TIMEOUT"),
+        (503, "SERVICE_UNAVAILABLE"), (504, "GATEWAY_TIMEOUT"), (408, "REQUEST_TIMEOUT"),
     }
     assert {(c.status, c.code) for c in _classes()} == contract
 
@@ -49,10 +49,11 @@ def test_headers_are_json_safe_strings() -> None:
     error = RateLimited(0.2, 240)
     assert all(isinstance(v, str) for v in error.headers().values())
     assert error.retry_after == 1 and error.limit == 240
-    body = json.loads(errors.error_response(error, "r").text or "")
+    body = json.loads(errors.error_answer(error, "r").partition(b"\r\n\r\n")[2])
     assert body["message"] == "Rate limit exceeded"
 
 
 def test_message_with_quotes_stays_valid_json() -> None:
-    body = json.loads(errors.error_response(KeyInvalid('a "quoted" \\ text'), "r").text or "")
+    body = json.loads(
+        errors.error_answer(KeyInvalid('a "quoted" \\ text'), "r").partition(b"\r\n\r\n")[2])
     assert body["message"] == 'a "quoted" \\ text'

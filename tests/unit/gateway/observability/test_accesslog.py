@@ -6,11 +6,14 @@ import io
 import json
 import time
 
-from aiohttp.test_utils import make_mocked_request
-
 from gateway.config.settings import Settings
+from gateway.http.request import RequestView
 from gateway.observability.accesslog import AccessLog
 from gateway.observability.outcomes import Outcomes
+
+
+def make_request(method: str, target: str) -> RequestView:
+    return RequestView(method, target.encode(), "192.0.2.1", "http")
 
 
 async def test_hostile_paths_and_methods_still_make_one_json_object_a_line() -> None:
@@ -19,10 +22,10 @@ async def test_hostile_paths_and_methods_still_make_one_json_object_a_line() -> 
     outcomes = Outcomes([log.write])
     hostile = '/a"b\\c\u2028d%22\n{"injected":1}'
     started = time.perf_counter_ns()
-    outcomes.add(None, make_mocked_request("GET", "/ok"), "id-1", 200, "", started - 1_200_000)
-    outcomes.add(None, make_mocked_request('PO"ST', "/x"), "id-2", 404, "ROUTE_NOT_FOUND",
+    outcomes.add(None, make_request("GET", "/ok"), "id-1", 200, "", started - 1_200_000)
+    outcomes.add(None, make_request('PO"ST', "/x"), "id-2", 404, "ROUTE_NOT_FOUND",
                  started)
-    outcomes.add(None, make_mocked_request("GET", hostile + "?secret=1"), "id-3", 400,
+    outcomes.add(None, make_request("GET", hostile + "?secret=1"), "id-3", 400,
                  "ILLEGAL_CHARS", started)
     await outcomes.aclose()
     lines = stream.getvalue().splitlines()
@@ -39,7 +42,7 @@ async def test_lines_written_in_batches_come_out_whole_and_in_order() -> None:
     stream = io.StringIO()
     log = AccessLog(Settings(log_format="json"), None, stream)
     outcomes = Outcomes([log.write], batch=64)
-    request = make_mocked_request("GET", "/public/v1/time")
+    request = make_request("GET", "/public/v1/time")
     for n in range(1000):
         outcomes.add(None, request, f"r{n}", 200, "", time.perf_counter_ns())
     # Written a batch at a time, as soon as a batch is full; the remainder waits for a drain.
@@ -58,7 +61,7 @@ async def test_a_failing_reader_neither_stops_the_others_nor_the_request() -> No
         raise RuntimeError("boom")
 
     outcomes = Outcomes([broken, lambda batch: seen.extend(o.request_id for o in batch)], batch=2)
-    request = make_mocked_request("GET", "/x")
+    request = make_request("GET", "/x")
     for n in range(3):
         outcomes.add(None, request, f"r{n}", 200, "", time.perf_counter_ns())
     outcomes.drain()
