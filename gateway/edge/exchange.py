@@ -51,7 +51,7 @@ class Exchange:
     """A request from its parsed head to the last byte of its answer."""
 
     __slots__ = ("body_done", "body_seen", "buffered", "client", "client_chunked", "closing",
-                 "code", "ctx", "deadline", "finished", "head", "is_head", "pool",
+                 "code", "ctx", "deadline", "finished", "head", "is_head", "out", "pool",
                  "request_id", "response_started", "retried", "started", "status",
                  "upstream", "upstream_started", "view")
 
@@ -66,6 +66,7 @@ class Exchange:
         self.body_seen = 0
         self.buffered: list[bytes] | None = []  # body chunks before the upstream leg is up
         self.head = b""  # the upstream request's head, once the steps let it through
+        self.out = b""  # the answer's head, held to go out with its first body bytes
         self.pool: UpstreamPool | None = None
         self.upstream: UpstreamConnection | None = None
         self.upstream_started = 0
@@ -227,19 +228,24 @@ class Exchange:
             ctx is not None and ctx.rate_limit is not None) else None
         self.closing = closing
         self.response_started = True
-        client.write(client_response_head(head, self.request_id, rate, framing, closing))
+        # Sent with the first body bytes, or when the answer ends: one write, not two, for
+        # the usual answer that arrives in one piece.
+        self.out = client_response_head(head, self.request_id, rate, framing, closing)
         edge = client.edge
         self.deadline = edge.loop.time() + edge.settings.upstream_total_timeout
 
     def upstream_body(self, data: bytes) -> None:
         if self.client_chunked:
-            self.client.write(b"%x\r\n%s\r\n" % (len(data), data))
-        else:
-            self.client.write(data)
+            data = b"%x\r\n%s\r\n" % (len(data), data)
+        if self.out:
+            data, self.out = self.out + data, b""
+        self.client.write(data)
 
     def upstream_done(self, reusable: bool) -> None:
-        if self.client_chunked:
-            self.client.write(_LAST_CHUNK)
+        end = _LAST_CHUNK if self.client_chunked else b""
+        if self.out or end:
+            self.client.write(self.out + end)
+            self.out = b""
         conn, self.upstream = self.upstream, None
         if conn is not None and self.pool is not None:
             if reusable and self.body_done:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from gateway.pipeline.headers import ResponseHead, read_response_header
+from gateway.pipeline.headers import ResponseHead, read_response_headers
 
 __all__ = ["UpstreamConnection", "UpstreamPool", "UpstreamPools", "UpstreamUser"]
 
@@ -46,7 +46,7 @@ class UpstreamUser(Protocol):
 class UpstreamConnection(asyncio.Protocol):
     """One raw connection to an upstream, carrying one request at a time."""
 
-    __slots__ = ("_eof_framed", "_head", "_interim", "_parser", "is_reused", "pool",
+    __slots__ = ("_eof_framed", "_head", "_interim", "_parser", "_raw", "is_reused", "pool",
                  "transport", "user")
 
     def __init__(self, pool: UpstreamPool) -> None:
@@ -56,6 +56,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.is_reused = False
         self._parser = httptools.HttpResponseParser(self)
         self._head = ResponseHead()
+        self._raw: list[tuple[bytes, bytes]] = []
         self._interim = False
         self._eof_framed = False
 
@@ -103,14 +104,16 @@ class UpstreamConnection(asyncio.Protocol):
         self._head.reason = reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        read_response_header(self._head, name, value)
+        self._raw.append((name, value))
 
     def on_headers_complete(self) -> None:
         head = self._head
         head.status = status = self._parser.get_status_code()
+        raw, self._raw = self._raw, []
         if status < 200:  # interim (100, 103): not passed on; the real answer follows
             self._interim = True
             return
+        read_response_headers(head, raw)
         user = self.user
         assert user is not None
         head.keeps_alive = head.keeps_alive and self._parser.should_keep_alive()

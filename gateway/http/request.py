@@ -6,19 +6,33 @@ in `gateway.pipeline.headers`; steps read it and never write it.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 
-__all__ = ["RequestView", "request_id_for"]
+__all__ = ["RequestView", "request_id_for", "reseed_request_ids"]
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Fresh ids: random per process (and per fork, see `reseed_request_ids`), then counted, so
+# they are unique without a system call per request. They name requests; they guard nothing.
+_prefix = os.urandom(8).hex()
+_counter = itertools.count()
+
+
+def reseed_request_ids() -> None:
+    """A forked worker must not count on from its parent's ids."""
+    global _prefix, _counter
+    _prefix, _counter = os.urandom(8).hex(), itertools.count()
+
+
+os.register_at_fork(after_in_child=reseed_request_ids)
 
 
 def request_id_for(given: str | None) -> str:
     """The client's X-Request-Id when it is safe to echo and log, else a fresh one."""
     if given is not None and _REQUEST_ID.fullmatch(given):
         return given
-    return os.urandom(12).hex()
+    return f"{_prefix}{next(_counter):08x}"
 
 
 class RequestView:

@@ -22,7 +22,7 @@ __all__ = [
     "ResponseHead",
     "client_response_head",
     "read_headers",
-    "read_response_header",
+    "read_response_headers",
     "upstream_request_head",
 ]
 
@@ -175,20 +175,23 @@ class ResponseHead:
 _RESPONSE_OWN = HOP_BY_HOP | {b"content-length", b"x-request-id"}
 
 
-def read_response_header(head: ResponseHead, name: bytes, value: bytes) -> None:
-    """One header of the upstream's answer (the parser's `on_header`)."""
-    key = name.lower()
-    if key not in _RESPONSE_OWN:
-        head.headers.append((name, value))
-    elif key == b"content-length":
-        head.content_length = int(value)
-    elif key == b"transfer-encoding":
-        head.is_chunked = value.strip().lower().endswith(b"chunked")
-    elif key == b"connection":
-        tokens = [t.strip() for t in value.lower().split(b",")]
-        if b"close" in tokens:
-            head.keeps_alive = False
-        head.named = [t for t in tokens if t not in (b"close", b"keep-alive")] or None
+def read_response_headers(head: ResponseHead, raw: Iterable[tuple[bytes, bytes]]) -> None:
+    """The upstream's headers: the end-to-end ones kept in order, framing and `Connection`
+    read (the parser's `on_header` only collects them: one pass here is cheaper)."""
+    kept = head.headers
+    for name, value in raw:
+        key = name.lower()
+        if key not in _RESPONSE_OWN:
+            kept.append((name, value))
+        elif key == b"content-length":
+            head.content_length = int(value)
+        elif key == b"transfer-encoding":
+            head.is_chunked = value.strip().lower().endswith(b"chunked")
+        elif key == b"connection":
+            tokens = [t.strip() for t in value.lower().split(b",")]
+            if b"close" in tokens:
+                head.keeps_alive = False
+            head.named = [t for t in tokens if t not in (b"close", b"keep-alive")] or None
 
 
 _STATUS_LINES: dict[tuple[int, bytes], bytes] = {}

@@ -14,7 +14,7 @@ from gateway.pipeline.headers import (
     ResponseHead,
     client_response_head,
     read_headers,
-    read_response_header,
+    read_response_headers,
     upstream_request_head,
 )
 
@@ -106,8 +106,7 @@ def test_requests_that_read_two_ways_are_refused(headers: tuple[tuple[bytes, byt
 def _head(*pairs: tuple[bytes, bytes]) -> ResponseHead:
     head = ResponseHead()
     head.status, head.reason = 200, b"OK"
-    for name, value in pairs:
-        read_response_header(head, name, value)
+    read_response_headers(head, pairs)
     return head
 
 
