@@ -123,7 +123,10 @@ def test_bad_certificate_stops_startup_clearly(gateway_settings: Settings,
 
     (tmp_path / "cert.pem").write_text("not a certificate")
     env = environment_for(gateway_settings) | {"GATEWAY_TLS_CERT": str(tmp_path / "cert.pem")}
-    result = subprocess.run([sys.executable, "-m", "gateway.cli", "serve"], env=env,
+    from tests.support.services import free_port
+
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--port",
+                             str(free_port()), "--status-port", str(free_port())], env=env,
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert "not a usable PEM certificate" in result.stderr
