@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import getpass
 import logging
 import sys
@@ -13,11 +14,23 @@ from pathlib import Path
 
 import asyncpg
 
-from gateway.config.settings import Settings, SettingsError, load_settings
+from gateway.config.settings import Settings, SettingsError, load_settings, settings_warnings
+from gateway.ops.startup import (
+    PortClaim,
+    StartupError,
+    claim_ports,
+    embedded_problems,
+    route_problems,
+    secret_problems,
+    tls_problems,
+)
 
 __all__ = ["main"]
 
 Command = Callable[[argparse.Namespace, Settings], int]
+
+# Errors of a socket that cannot listen: said in one line even if one slips past the checks.
+_BIND_ERRORS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
 
 
 def _fail(message: str) -> int:
@@ -25,11 +38,24 @@ def _fail(message: str) -> int:
     return 1
 
 
+def _refuse_on(problems: Sequence[str]) -> None:
+    if problems:
+        raise StartupError(problems)
+
+
+def _check_ports(claims: Sequence[PortClaim], problems: Sequence[str]) -> None:
+    """Refuse to start (`StartupError`) on any problem or any port that cannot be had; the
+    ports are let go again for the server to open."""
+    for sock in claim_ports(claims, problems).values():
+        sock.close()
+
+
 def _run_db(settings: Settings, work: Callable[[asyncpg.Connection, Settings],
-                                               Awaitable[int]]) -> int:
+                                               Awaitable[int]], command: str) -> int:
     """Run `work` with a connection to the (resolved, migrated) database."""
     from gateway.ops.runtime import migrate_database, resolved
 
+    _refuse_on(embedded_problems(settings, command))
     with resolved(settings) as live:
         assert live.database_url is not None
 
@@ -48,31 +74,39 @@ def _run_db(settings: Settings, work: Callable[[asyncpg.Connection, Settings],
 
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.ops.devstack import run_dev
+    from gateway.ops.devstack import DevPorts, run_dev
 
-    return run_dev(settings, port=args.port, admin_port=args.admin_port,
-                   status_port=args.status_port, sandbox_port=args.sandbox_port)
+    return run_dev(settings, DevPorts(port=args.port, admin_port=args.admin_port,
+                                      status_port=args.status_port,
+                                      sandbox_port=args.sandbox_port, mail_port=args.mail_port))
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.edge.server import serve
-    from gateway.ops.runtime import require_secrets, resolved
+    from gateway.ops.runtime import resolved
 
+    _check_ports([PortClaim(args.port, "the gateway's", "--port", args.host),
+                  PortClaim(args.status_port, "the status port's", "--status-port", args.host)],
+                 [*route_problems(settings), *tls_problems(settings),
+                  *secret_problems(settings), *embedded_problems(settings, "serve")])
+    for line in settings_warnings(settings):
+        print(f"warning: {line}", file=sys.stderr)
     with resolved(settings) as live:
-        require_secrets(live)
         return serve(live, port=args.port, status_port=args.status_port, workers=args.workers,
                      host=args.host)
 
 
 def cmd_admin(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.ops.runtime import require_secrets, resolved
+    from gateway.ops.runtime import resolved
 
     try:
         from admin_ui.app import run_admin
     except ImportError as exc:
         return _fail(f"the admin UI is not installed: {exc}")
+    _check_ports([PortClaim(args.port, "the admin UI's", "--port", args.host)],
+                 [*route_problems(settings), *tls_problems(settings),
+                  *secret_problems(settings), *embedded_problems(settings, "admin")])
     with resolved(settings) as live:
-        require_secrets(live)
         run_admin(live, port=args.port, host=args.host)
     return 0
 
@@ -82,9 +116,9 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
 
     from sandbox import build_sandbox_app
 
+    socks = claim_ports([PortClaim(args.port, "the sandbox exchange's", "--port", args.host)])
     print(f"sandbox exchange on http://{args.host}:{args.port}/public/v1", flush=True)
-    web.run_app(build_sandbox_app(), host=args.host, port=args.port, print=None,
-                access_log=None)
+    web.run_app(build_sandbox_app(), sock=socks["--port"], print=None, access_log=None)
     return 0
 
 
@@ -94,6 +128,7 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.ops.runtime import migrate_database, resolved
 
+    _refuse_on(embedded_problems(settings, "migrate"))
     with resolved(settings) as live:
         applied = asyncio.run(migrate_database(live.database_url or ""))
     print(f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied
@@ -102,15 +137,19 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
+    """Settings (loaded by `main`), TLS files and the route file; warnings do not fail it."""
     from gateway.config.route_file import ConfigError, load_route_table
 
     path = Path(args.path) if args.path else settings.routes_path
+    for line in settings_warnings(settings):
+        print(f"warning: {line}", file=sys.stderr)
+    problems = tls_problems(settings)
     try:
         table = load_route_table(path, settings.upstream_url)
     except ConfigError as exc:
-        for line in exc.problems:
-            print(line, file=sys.stderr)
-        return 1
+        problems = [*exc.problems, *problems]
+    if problems:
+        raise StartupError(problems)
     print(f"{path}: ok ({len(table.routes)} routes, permissions: "
           f"{', '.join(table.permissions)})")
     return 0
@@ -130,7 +169,7 @@ def cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
         print(f"created user {user_id} <{args.email}>", file=sys.stderr)
         return 0
 
-    return _run_db(settings, work)
+    return _run_db(settings, work, "users")
 
 
 def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
@@ -142,7 +181,9 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
     try:
         known = load_route_table(settings.routes_path, settings.upstream_url).permissions
         ips = parse_allowlist(args.ip or [])
-    except (ConfigError, AllowlistError) as exc:
+    except ConfigError as exc:
+        raise StartupError(exc.problems) from exc
+    except AllowlistError as exc:
         return _fail(str(exc))
     permissions = [p.strip() for p in args.permissions.split(",") if p.strip()]
     unknown = [p for p in permissions if p not in known]
@@ -162,7 +203,7 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
         print(token)
         return 0
 
-    return _run_db(settings, work)
+    return _run_db(settings, work, "keys")
 
 
 def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -180,7 +221,7 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
                   f"{','.join(key.allowed_ips) or 'any':<24} {key.name}")
         return 0
 
-    return _run_db(settings, work)
+    return _run_db(settings, work, "keys")
 
 
 def cmd_keys_delete(args: argparse.Namespace, settings: Settings) -> int:
@@ -199,7 +240,7 @@ def cmd_keys_delete(args: argparse.Namespace, settings: Settings) -> int:
         print(f"deleted key {args.key_id}")
         return 0
 
-    return _run_db(settings, work)
+    return _run_db(settings, work, "keys")
 
 
 def cmd_support(args: argparse.Namespace, settings: Settings) -> int:
@@ -215,10 +256,24 @@ def cmd_support(args: argparse.Namespace, settings: Settings) -> int:
         print_report(report, sources, sys.stdout)
         return 0 if report.is_found else 1
 
-    return _run_db(settings, work)
+    return _run_db(settings, work, "support")
 
 
 # --- parser ------------------------------------------------------------------------------
+
+
+def _port(text: str) -> int:
+    """argparse type: a TCP port."""
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a port number (1 to 65535)")
+    return int(text)
+
+
+def _count(text: str) -> int:
+    """argparse type: a positive number."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of at least 1")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -237,25 +292,28 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("dev", cmd_dev, "run the whole stack on embedded defaults (what `make run` runs)")
-    p.add_argument("--port", type=int, default=8080, help="gateway port (8080)")
-    p.add_argument("--admin-port", type=int, default=8081, help="admin UI port (8081)")
-    p.add_argument("--status-port", type=int, default=8082, help="status port (8082)")
-    p.add_argument("--sandbox-port", type=int, default=9000, help="sandbox exchange port (9000)")
+    p.add_argument("--port", type=_port, default=8080, help="gateway port (8080)")
+    p.add_argument("--admin-port", type=_port, default=8081, help="admin UI port (8081)")
+    p.add_argument("--status-port", type=_port, default=8082, help="status port (8082)")
+    p.add_argument("--sandbox-port", type=_port, default=9000,
+                   help="sandbox exchange port, when no upstream is configured (9000)")
+    p.add_argument("--mail-port", type=_port, default=1025,
+                   help="dev mail sink port, when no SMTP server is configured (1025)")
 
     p = add("serve", cmd_serve, "run the data plane only")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (0.0.0.0)")  # noqa: S104
-    p.add_argument("--port", type=int, default=8080, help="gateway port (8080)")
-    p.add_argument("--status-port", type=int, default=8082,
+    p.add_argument("--port", type=_port, default=8080, help="gateway port (8080)")
+    p.add_argument("--status-port", type=_port, default=8082,
                    help="/metrics, /healthz, /readyz port (8082)")
-    p.add_argument("--workers", type=int, default=1, help="processes sharing the port (1)")
+    p.add_argument("--workers", type=_count, default=1, help="processes sharing the port (1)")
 
     p = add("admin", cmd_admin, "run the admin UI only")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (0.0.0.0)")  # noqa: S104
-    p.add_argument("--port", type=int, default=8081, help="admin UI port (8081)")
+    p.add_argument("--port", type=_port, default=8081, help="admin UI port (8081)")
 
     p = add("sandbox", cmd_sandbox, "run the sandbox exchange (a fake upstream)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    p.add_argument("--port", type=int, default=9000, help="port (9000)")
+    p.add_argument("--port", type=_port, default=9000, help="port (9000)")
 
     add("migrate", cmd_migrate, "apply the SQL migrations (idempotent)")
 
@@ -293,8 +351,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # The embedded servers' libraries narrate every start and stop; keep their warnings only.
-    logging.getLogger("pgserver").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    # The embedded servers' libraries (and the dev mail sink's, at every message) narrate
+    # every step; keep their warnings only.
+    for name in ("pgserver", "mail.log", "mail.debug"):
+        logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     warnings.filterwarnings("ignore", module="platformdirs")
     try:
         settings = load_settings(Path(args.config) if args.config else None)
@@ -303,6 +363,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in exc.problems:
             print(f"error: {line}", file=sys.stderr)
         return 1
+    except StartupError as exc:
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno not in _BIND_ERRORS:
+            raise
+        return _fail(f"a port cannot be opened: {exc.strerror or exc}")
     except KeyboardInterrupt:
         return 130
     return result

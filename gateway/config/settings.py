@@ -1,7 +1,8 @@
 """Settings: `config/gateway.yaml` overridden by `GATEWAY_*` variables, read once, frozen.
 
 This is the only module that reads `os.environ`. Every problem is collected and reported
-together, each naming the setting and its bad value.
+together, each naming the setting and its bad value; a secret's value is never repeated, and a
+URL is repeated with its password replaced by `***`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 
-__all__ = ["Network", "Settings", "SettingsError", "load_settings", "parse_duration"]
+__all__ = ["ENV_VARS", "Network", "Settings", "SettingsError", "load_settings",
+           "parse_duration", "redact_url", "settings_warnings"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 T = TypeVar("T")
@@ -30,6 +33,9 @@ _UNIT_BYTES = {"b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2,
                "g": 1024**3, "gb": 1024**3}
 
 DEFAULT_CONFIG = Path("config/gateway.yaml")
+# Shorter than this is a password, not a key: HMAC and session keys need entropy.
+MIN_SECRET_LENGTH = 16
+_HOST = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 class SettingsError(Exception):
@@ -178,21 +184,63 @@ def _parse_int(value: object) -> int:
 
 
 def _parse_str(value: object) -> str:
+    if isinstance(value, list | dict):
+        raise ValueError("not a single value")
     text = str(value).strip()
     if not text:
         raise ValueError("empty")
     return text
 
 
-def _parse_url(*schemes: str) -> Callable[[object], str]:
+def _parse_secret(value: object) -> str:
+    # SECURITY: the messages below never include the value.
+    text = _parse_str(value)
+    if len(text) < MIN_SECRET_LENGTH:
+        raise ValueError(f"too short to be a secret ({MIN_SECRET_LENGTH} characters at least; "
+                         "e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    return text
+
+
+def _check_authority(text: str, *, needs_host: bool) -> None:
+    parts = urlsplit(text)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port is not None and not 0 < port < 65536:
+        raise ValueError("the port is not a number from 1 to 65535")
+    host = parts.hostname or ""
+    if needs_host and not host:
+        raise ValueError("no host name")
+    if host and not _HOST.match(host):
+        # SECURITY: not quoted: in a mistyped URL, the "host" may be part of a password.
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError("the host name is not valid") from None
+
+
+def _parse_url(*schemes: str, needs_host: bool = True) -> Callable[[object], str]:
     def parse(value: object) -> str:
         text = _parse_str(value)
         scheme, sep, rest = text.partition("://")
         if not sep or scheme.lower() not in schemes or not rest:
             raise ValueError(f"not a URL with scheme {'/'.join(schemes)}")
+        if scheme.lower() != "unix":
+            _check_authority(text, needs_host=needs_host)
         return text.rstrip("/") if scheme.lower().startswith("http") else text
 
     return parse
+
+
+def _parse_origin(value: object) -> str:
+    """An origin such as `https://api.exchange.example`: paths are forwarded unchanged."""
+    text = _parse_url("http", "https")(value)
+    parts = urlsplit(text)
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
+        raise ValueError("not an origin such as https://api.exchange.example (scheme, host "
+                         "and port only)")
+    return text
 
 
 def _parse_networks(value: object) -> tuple[Network, ...]:
@@ -221,12 +269,13 @@ def _parse_log_format(value: object) -> str:
 
 
 _PARSERS: dict[str, Callable[[object], Any]] = {
-    "database_url": _parse_url("postgres", "postgresql"),
+    # libpq takes the host from the query too (`?host=/run/postgresql`).
+    "database_url": _parse_url("postgres", "postgresql", needs_host=False),
     "redis_url": _parse_url("redis", "rediss", "unix"),
-    "upstream_url": _parse_url("http", "https"),
+    "upstream_url": _parse_origin,
     "routes_path": lambda v: Path(_parse_str(v)),
-    "secret_key": _parse_str,
-    "key_pepper": _parse_str,
+    "secret_key": _parse_secret,
+    "key_pepper": _parse_secret,
     "old_key_peppers": _parse_peppers,
     "key_pepper_version": _parse_int,
     "smtp_url": _parse_url("smtp", "smtps"),
@@ -239,7 +288,7 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "redis_prefix": _parse_str,
     "log_format": _parse_log_format,
     "access_log": _parse_bool,
-    "upstream_secret": _parse_str,
+    "upstream_secret": _parse_secret,
     "upstream_secret_header": _parse_str,
 }
 for _field in dataclasses.fields(Settings):
@@ -252,7 +301,13 @@ for _field in dataclasses.fields(Settings):
             _parse_size if _field.name.startswith("max_") and "size" in _field.name else _parse_int
         )
 
-# The environment variables DESIGN.md names, plus a few of our own.
+# SECURITY: settings whose values are never repeated in a message, and URLs that may carry a
+# password (repeated with it replaced by `***`).
+_SECRETS = frozenset({"secret_key", "key_pepper", "old_key_peppers", "upstream_secret"})
+_URLS = frozenset({"database_url", "redis_url", "smtp_url", "upstream_url", "admin_url"})
+_QUERY_SECRET = re.compile(r"(?i)(?P<name>[?&][a-z_]*(?:pass|secret|token|key)[a-z_]*=)[^&#]*")
+
+# The environment variables of the contract, plus a few of our own.
 ENV_VARS: dict[str, str] = {
     "GATEWAY_DATABASE_URL": "database_url",
     "GATEWAY_REDIS_URL": "redis_url",
@@ -274,6 +329,62 @@ ENV_VARS: dict[str, str] = {
 }
 
 
+def redact_url(text: str) -> str:
+    """`text` with a password in it (`scheme://user:PASSWORD@host`, `?password=...`) replaced
+    by `***`; for any text, well-formed URL or not."""
+    # SECURITY: up to the last `@`, so a password holding `@` or `/` is hidden whole.
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    if "@" in rest:
+        userinfo, _, after = rest.rpartition("@")
+        user, colon, _password = userinfo.partition(":")
+        rest = f"{user}:***@{after}" if colon else f"{userinfo}@{after}"
+    rest = _QUERY_SECRET.sub(lambda m: m.group("name") + "***", rest)
+    return f"{scheme}{sep}{rest}"
+
+
+def _problem(origin: str, name: str, value: object, reason: str) -> str:
+    if name in _SECRETS:
+        # SECURITY: say which setting and what is wrong, never its value.
+        for part in (value.values() if isinstance(value, dict) else [value]):
+            if str(part).strip():
+                reason = reason.replace(str(part), "***")
+        return f"{origin}: {reason}"
+    if name in _URLS:
+        shown = redact_url(str(value))
+        return f"{origin} has value {shown!r}: {reason.replace(str(value), shown)}"
+    return f"{origin} has value {value!r}: {reason}"
+
+
+def settings_warnings(settings: Settings) -> list[str]:
+    """Settings that work but are probably a mistake, one line each (`check-config` says them)."""
+    found = []
+    for network in settings.trusted_proxies:
+        if network.num_addresses > 1:
+            found.append(
+                f"GATEWAY_TRUSTED_PROXIES / trusted_proxies: {network} is a range of "
+                f"{network.num_addresses} addresses, not one proxy: any host in it can claim any "
+                "client IP through X-Forwarded-For (and so pass IP allowlists and per-IP limits); "
+                f"list each proxy's own address (/{network.max_prefixlen})")
+    return found
+
+
+def _yaml_lines(text: str) -> dict[str, int]:
+    """The line (1-based) of each top-level key of a YAML mapping."""
+    node = yaml.compose(text)
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {str(key.value): key.start_mark.line + 1 for key, _ in node.value}
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
+    # SECURITY: not str(exc), which quotes the offending line (it may hold a secret).
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+    return f"{where}: not valid YAML: {getattr(exc, 'problem', None) or 'cannot be parsed'}"
+
+
 def load_settings(
     config_path: Path | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
@@ -285,17 +396,22 @@ def load_settings(
 
     if path.is_file():
         try:
-            document = yaml.safe_load(path.read_text()) or {}
+            text = path.read_text()
+            document = yaml.safe_load(text) or {}
+            lines = _yaml_lines(text)
         except yaml.YAMLError as exc:
-            raise SettingsError([f"{path}: not valid YAML: {exc}"]) from exc
+            raise SettingsError([_yaml_error(path, exc)]) from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError([f"{path}: cannot be read: {exc}"]) from exc
         if not isinstance(document, dict):
             raise SettingsError([f"{path}: expected a mapping of settings"])
         known = {f.name for f in dataclasses.fields(Settings)} - {"config_path"}
         for name, value in document.items():
+            at = f"{path}:{lines[str(name)]}" if str(name) in lines else str(path)
             if name not in known:
-                problems.append(f"{path}: unknown setting '{name}'")
+                problems.append(f"{at}: unknown setting '{name}'")
             elif value is not None:
-                raw[name] = (f"{path}: {name}", value)
+                raw[name] = (f"{at}: {name}", value)
     elif config_path is not None or env.get("GATEWAY_CONFIG"):
         raise SettingsError([f"{path}: settings file not found"])
 
@@ -308,7 +424,7 @@ def load_settings(
         try:
             values[name] = _PARSERS[name](value)
         except (ValueError, TypeError) as exc:
-            problems.append(f"{origin} has value {value!r}: {exc}")
+            problems.append(_problem(origin, name, value, str(exc)))
     if problems:
         raise SettingsError(problems)
     settings = Settings(**values)

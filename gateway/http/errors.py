@@ -93,6 +93,11 @@ class IpNotAllowed(GatewayError):
     code = "INVALID_IP_RESTRICTION"
     message = "The client IP address is not allowed for this API key"
 
+    @classmethod
+    def for_address(cls, address: str) -> IpNotAllowed:
+        """Naming the address the gateway saw (the client's own, behind trusted proxies)."""
+        return cls(f"The client IP address {address} is not allowed for this API key")
+
 
 class PermissionMissing(GatewayError):
     status = 403

@@ -1,4 +1,5 @@
-"""The status port: `/healthz`, `/readyz` and `/metrics`. Not for the public network."""
+"""The status port: `/healthz`, `/readyz` and `/metrics`, and an index of them at `/`.
+Not for the public network."""
 
 from __future__ import annotations
 
@@ -16,7 +17,19 @@ from gateway.observability.metrics import CONTENT_TYPE_LATEST, render_metrics
 from gateway.observability.readiness import tcp_reachable
 
 __all__ = ["StatusSource", "build_status_app", "build_supervisor_status_app", "health_response",
-           "readiness_response"]
+           "index_response", "readiness_response"]
+
+_PAGES = (
+    ("/healthz", "alive: the process answers"),
+    ("/readyz", "ready: PostgreSQL and the upstream answer (503 otherwise)"),
+    ("/metrics", "Prometheus metrics"),
+)
+_INDEX = "".join([
+    "<!doctype html><html><head><meta charset=\"utf-8\"><title>Keygate status</title></head>",
+    "<body><h1>Keygate status</h1><ul>",
+    *(f'<li><a href="{path}">{path}</a>: {text}</li>' for path, text in _PAGES),
+    "</ul></body></html>",
+])
 
 
 class StatusSource(Protocol):
@@ -47,6 +60,11 @@ def _synced_metrics(get_source: Callable[[], StatusSource]
     return metrics
 
 
+async def index_response(request: web.Request) -> web.Response:
+    """`/`: what the status port answers, as links (for whoever opens it in a browser)."""
+    return web.Response(text=_INDEX, content_type="text/html")
+
+
 def health_response() -> web.Response:
     """Alive: the process answers."""
     return _json(200, {"status": "ok"})
@@ -71,6 +89,7 @@ def build_status_app(get_source: Callable[[], StatusSource]) -> web.Application:
         return await readiness_response(get_source())
 
     app = web.Application()
+    app.router.add_get("/", index_response)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", _synced_metrics(get_source))
@@ -101,6 +120,7 @@ def build_supervisor_status_app(
                                                         "upstream": upstream}})
 
     app = web.Application()
+    app.router.add_get("/", index_response)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", _metrics)

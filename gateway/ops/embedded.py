@@ -138,12 +138,21 @@ class EmbeddedStack:
         data_dir.mkdir(parents=True, exist_ok=True)
         get_server: Any = pgserver.get_server  # type: ignore[attr-defined,unused-ignore]
         self._pg: Any = get_server(str((data_dir / "postgres").resolve()), cleanup_mode="stop")
-        self.redis = EmbeddedRedis.attach_or_start(data_dir / "redis")
+        try:
+            self.redis = EmbeddedRedis.attach_or_start(data_dir / "redis")
+        except BaseException:
+            self._stop_postgres()  # a failed start leaves nothing running behind it
+            raise
         self.database_url: str = self._pg.get_uri()
         self.redis_url = self.redis.url
 
     def close(self) -> None:
+        """Stop the Redis this process started and detach from PostgreSQL (pgserver stops it
+        when the last process attached to it leaves)."""
         if self.redis.started:
             self.redis.stop()
+        self._stop_postgres()
+
+    def _stop_postgres(self) -> None:
         with contextlib.suppress(Exception):
             self._pg.cleanup()

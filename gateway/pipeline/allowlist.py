@@ -16,7 +16,7 @@ def check_ip(ctx: RequestContext) -> None:
     if key.allowed_ips:
         # SECURITY: client_ip is the socket peer unless the peer is a trusted proxy.
         if not key.allows_ip(ctx.client_ip):
-            raise IpNotAllowed
+            raise IpNotAllowed.for_address(ctx.client_ip_text)
     elif route.permission in ctx.services.table.require_ip_allowlist:
         raise IpNotAllowed(
             f"The '{route.permission}' permission requires an API key with an IP allowlist"

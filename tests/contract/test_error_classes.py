@@ -134,6 +134,11 @@ def test_ip_not_allowed() -> None:
     assert "WWW-Authenticate" not in response.headers
 
 
+def test_ip_not_allowed_names_the_address() -> None:
+    _, body = _render(IpNotAllowed.for_address("203.0.113.9"))
+    assert body["message"] == "The client IP address 203.0.113.9 is not allowed for this API key"
+
+
 def test_ip_not_allowed_keeps_a_specific_message() -> None:
     _, body = _render(IpNotAllowed("needs an allowlist"))
     assert body == {"error": "INVALID_IP_RESTRICTION", "message": "needs an allowlist",

@@ -17,6 +17,7 @@ import pytest
 from gateway.config.settings import Settings
 from gateway.keys.tokens import parse_token
 from tests.support.processes import GatewayProcess, environment_for
+from tests.support.services import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +98,8 @@ def test_cli_refuses_bad_input_clearly(gateway_settings: Settings) -> None:
 def test_bad_settings_stop_startup_with_the_names(gateway_settings: Settings) -> None:
     env = environment_for(gateway_settings) | {"GATEWAY_RATE_LIMITS": "maybe",
                                                "GATEWAY_UPSTREAM_URL": "ftp://x"}
-    result = subprocess.run([sys.executable, "-m", "gateway.cli", "serve"], env=env,
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--port",
+                             str(free_port()), "--status-port", str(free_port())], env=env,
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert "GATEWAY_RATE_LIMITS has value 'maybe'" in result.stderr

@@ -1,20 +1,25 @@
 """Needs: nothing but the package: `gateway dev` brings up embedded PostgreSQL and Redis.
 
-What `make run` runs, on free ports and a fresh data folder; then `gateway users create` and
+What `make run` runs, on free ports and a fresh data folder, while the default ports are held
+by someone else (a `make run` beside `make test`); then `gateway users create` and
 `gateway keys create` in a second process attach to its servers, as a user would do beside it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from email.message import EmailMessage
 from pathlib import Path
 
 import psutil
@@ -25,6 +30,23 @@ from tests.support.services import free_port
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_PORTS = (8080, 8081, 8082, 9000, 1025)  # gateway, admin UI, status, sandbox, mail sink
+
+
+@pytest.fixture
+def default_ports_taken() -> Iterator[None]:
+    """Every default port busy: ours if free, or already someone else's (that is fine too)."""
+    with contextlib.ExitStack() as held:
+        for port in DEFAULT_PORTS:
+            sock = held.enter_context(socket.socket())
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(("127.0.0.1", port))
+                sock.listen()
+        for port in DEFAULT_PORTS:
+            with socket.socket() as probe, pytest.raises(OSError):
+                probe.bind(("127.0.0.1", port))
+        yield
 
 
 def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
@@ -38,15 +60,15 @@ def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def test_dev_stack_on_embedded_defaults(tmp_path: Path) -> None:
+def test_dev_stack_on_embedded_defaults(tmp_path: Path, default_ports_taken: None) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env["GATEWAY_DATA_DIR"] = str(tmp_path / "data")
-    ports = {name: free_port() for name in ("port", "admin", "status", "sandbox")}
+    ports = {name: free_port() for name in ("port", "admin", "status", "sandbox", "mail")}
     log = (tmp_path / "dev.log").open("w+")
     dev = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "dev", "--port", str(ports["port"]),
          "--admin-port", str(ports["admin"]), "--status-port", str(ports["status"]),
-         "--sandbox-port", str(ports["sandbox"])],
+         "--sandbox-port", str(ports["sandbox"]), "--mail-port", str(ports["mail"])],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     gateway = f"http://127.0.0.1:{ports['port']}"
     try:
@@ -57,6 +79,8 @@ def test_dev_stack_on_embedded_defaults(tmp_path: Path) -> None:
             time.sleep(0.2)
         printed = (tmp_path / "dev.log").read_text()
         assert f"http://127.0.0.1:{ports['admin']}/" in printed
+        assert f"smtp://127.0.0.1:{ports['mail']}" in printed
+        assert f"status            http://127.0.0.1:{ports['status']}/\n" in printed
 
         status, body = _get(f"{gateway}/public/v1/time")
         assert status == 200 and "epoch_millis" in json.loads(body)
@@ -70,6 +94,20 @@ def test_dev_stack_on_embedded_defaults(tmp_path: Path) -> None:
         assert _get(f"http://127.0.0.1:{ports['admin']}/login")[0] == 200
         assert _get(f"http://127.0.0.1:{ports['admin']}/dev/mailbox.json")[0] == 200
         assert _get(f"http://127.0.0.1:{ports['status']}/readyz")[0] == 200
+        status, body = _get(f"http://127.0.0.1:{ports['status']}/")
+        assert status == 200 and b'href="/metrics"' in body
+
+        # The sink takes mail quietly: its library's INFO lines (one per SMTP step) are not
+        # what an operator of `make run` needs to read.
+        message = EmailMessage()
+        message["From"], message["To"] = "dev@example.com", "sink-test@example.com"
+        message["Subject"] = "through the sink"
+        message.set_content("hello")
+        with smtplib.SMTP("127.0.0.1", ports["mail"], timeout=10) as smtp:
+            smtp.send_message(message)
+        mailbox = json.loads(_get(f"http://127.0.0.1:{ports['admin']}/dev/mailbox.json")[1])
+        assert [m["subject"] for m in mailbox if m["to"] == "sink-test@example.com"] == [
+            "through the sink"]
 
         def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
             return subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=ROOT,
@@ -91,7 +129,9 @@ def test_dev_stack_on_embedded_defaults(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             dev.kill()
             pytest.fail("gateway dev did not stop on Ctrl-C")
-    assert dev.returncode == 0, (tmp_path / "dev.log").read_text()
+    output = (tmp_path / "dev.log").read_text()
+    assert dev.returncode == 0, output
+    assert " INFO mail.log" not in output and "Traceback" not in output, output
     # Ctrl-C stopped the embedded servers it started (pgserver stops its server a moment later).
     deadline = time.monotonic() + 10
     while _servers_under(tmp_path / "data") and time.monotonic() < deadline:

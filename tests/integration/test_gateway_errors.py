@@ -100,6 +100,26 @@ async def test_invalid_ip_restriction(gateway: RunningGateway, gateway_settings:
     key = await issue_key(db, gateway_settings, ["read"], ips=["203.0.113.7"])
     status, body, headers = await fetch("GET", gateway.url + BALANCES, headers=bearer(key.token))
     assert_error(status, body, headers, 403, "INVALID_IP_RESTRICTION")
+    # The address the gateway saw, so a client behind NAT or a proxy knows what to allow.
+    assert body["message"] == "The client IP address 127.0.0.1 is not allowed for this API key"
+
+
+async def test_invalid_ip_restriction_names_the_forwarded_client(
+        gateway_settings: Settings, db: asyncpg.Pool) -> None:
+    import ipaddress
+
+    running = await start_gateway(gateway_settings.replace(
+        trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),)))
+    try:
+        key = await issue_key(db, gateway_settings, ["read"], ips=["203.0.113.7"])
+        status, body, headers = await fetch(
+            "GET", running.url + BALANCES,
+            headers={**bearer(key.token), "X-Forwarded-For": "198.51.100.23"})
+        assert_error(status, body, headers, 403, "INVALID_IP_RESTRICTION")
+        assert body["message"] == (
+            "The client IP address 198.51.100.23 is not allowed for this API key")
+    finally:
+        await running.stop()
 
 
 async def test_missing_permission_names_it(gateway: RunningGateway, gateway_settings: Settings,

@@ -59,6 +59,28 @@ async def test_health_and_readiness(gateway_settings: Settings) -> None:
         process.stop()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_status_port_root_links_its_pages(gateway_settings: Settings, workers: int) -> None:
+    """The status URL as printed and documented (`http://127.0.0.1:8082/`) is a page, not a 404,
+    whether one process answers it or the supervisor of several."""
+    import re
+
+    process = GatewayProcess(gateway_settings, workers=workers)
+    status = f"http://127.0.0.1:{process.status_port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(status + "/") as resp:
+                assert resp.status == 200
+                assert resp.content_type == "text/html"
+                links = re.findall(r'href="([^"]+)"', await resp.text())
+            assert sorted(links) == ["/healthz", "/metrics", "/readyz"]
+            for link in links:
+                async with http.get(status + link) as resp:
+                    assert resp.status == 200, link
+    finally:
+        process.stop()
+
+
 async def test_not_ready_without_upstream(gateway_settings: Settings) -> None:
     from tests.support.services import free_port
 
@@ -101,7 +123,10 @@ def test_bad_certificate_stops_startup_clearly(gateway_settings: Settings,
 
     (tmp_path / "cert.pem").write_text("not a certificate")
     env = environment_for(gateway_settings) | {"GATEWAY_TLS_CERT": str(tmp_path / "cert.pem")}
-    result = subprocess.run([sys.executable, "-m", "gateway.cli", "serve"], env=env,
+    from tests.support.services import free_port
+
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--port",
+                             str(free_port()), "--status-port", str(free_port())], env=env,
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert "not a usable PEM certificate" in result.stderr

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config.settings import Settings, SettingsError, load_settings, parse_duration
+from gateway.config.settings import (
+    Settings,
+    SettingsError,
+    load_settings,
+    parse_duration,
+    redact_url,
+    settings_warnings,
+)
 
 
 def _yaml(tmp_path: Path, text: str) -> Path:
@@ -60,7 +67,7 @@ def test_bad_size_names_setting_and_value(tmp_path: Path, value: str) -> None:
     with pytest.raises(SettingsError) as caught:
         load_settings(path, {})
     assert caught.value.problems == [
-        f"{path}: max_header_size has value '{value}': not a size (e.g. 8192, 64kb, 10mb)"
+        f"{path}:1: max_header_size has value '{value}': not a size (e.g. 8192, 64kb, 10mb)"
     ]
 
 
@@ -113,11 +120,12 @@ def test_every_bad_value_is_reported_together(tmp_path: Path) -> None:
             "GATEWAY_LOG_FORMAT": "xml",
         })
     problems = caught.value.problems
-    assert f"{path}: unknown setting 'colour'" in problems
-    assert (f"{path}: key_cache_ttl has value 'soon': not a duration (e.g. 30, 30s, 5m, 1h)"
+    assert f"{path}:3: unknown setting 'colour'" in problems
+    assert (f"{path}:1: key_cache_ttl has value 'soon': not a duration (e.g. 30, 30s, 5m, 1h)"
             in problems)
-    assert f"{path}: max_body_size has value 'huge': not a size (e.g. 8192, 64kb, 10mb)" in problems
-    assert f"{path}: max_keys_per_user has value -2: negative" in problems
+    assert (f"{path}:2: max_body_size has value 'huge': not a size (e.g. 8192, 64kb, 10mb)"
+            in problems)
+    assert f"{path}:4: max_keys_per_user has value -2: negative" in problems
     assert "GATEWAY_RATE_LIMITS has value 'maybe': not on/off" in problems
     assert ("GATEWAY_DATABASE_URL has value 'mysql://db.example/keygate': "
             "not a URL with scheme postgres/postgresql") in problems
@@ -134,7 +142,7 @@ def test_unknown_yaml_setting_alone_is_refused(tmp_path: Path) -> None:
     path = _yaml(tmp_path, "key_cache_tll: 5s\n")
     with pytest.raises(SettingsError) as caught:
         load_settings(path, {})
-    assert caught.value.problems == [f"{path}: unknown setting 'key_cache_tll'"]
+    assert caught.value.problems == [f"{path}:1: unknown setting 'key_cache_tll'"]
 
 
 def test_yaml_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
@@ -148,7 +156,7 @@ def test_invalid_yaml_is_refused_naming_the_file(tmp_path: Path) -> None:
     path = _yaml(tmp_path, "key_cache_ttl: [1s\n")
     with pytest.raises(SettingsError) as caught:
         load_settings(path, {})
-    assert caught.value.problems[0].startswith(f"{path}: not valid YAML")
+    assert caught.value.problems[0].startswith(f"{path}:2: not valid YAML")
 
 
 def test_null_yaml_value_keeps_the_default(tmp_path: Path) -> None:
@@ -185,10 +193,10 @@ def test_trusted_proxies(tmp_path: Path) -> None:
 
 def test_old_peppers_mapping(tmp_path: Path) -> None:
     path = _yaml(tmp_path, "old_key_peppers: {1: first}\nkey_pepper_version: 2\n")
-    settings = load_settings(path, {"GATEWAY_KEY_PEPPER": "second"})
+    settings = load_settings(path, {"GATEWAY_KEY_PEPPER": "second-pepper-of-16+"})
     assert settings.old_key_peppers == {1: "first"}
     assert settings.key_pepper_version == 2
-    assert settings.key_pepper == "second"
+    assert settings.key_pepper == "second-pepper-of-16+"
 
 
 def test_settings_are_frozen() -> None:
@@ -197,3 +205,119 @@ def test_settings_are_frozen() -> None:
         settings.key_cache_ttl = 1.0  # type: ignore[misc]
     shorter = settings.replace(key_cache_ttl=1.0)
     assert shorter.key_cache_ttl == 1.0 and settings.key_cache_ttl == 30.0
+
+
+# --- secrets never repeated ------------------------------------------------------------------
+
+SECRET = "RECOGNISABLE-S3CRET"
+
+
+@pytest.mark.parametrize(("var", "value"), [
+    ("GATEWAY_KEY_PEPPER", "S3CRET-short"),
+    ("GATEWAY_SECRET_KEY", "S3CRET-short"),
+    ("GATEWAY_UPSTREAM_SECRET", "S3CRET-short"),
+    ("GATEWAY_DATABASE_URL", f"mysql://keygate:{SECRET}@db.example/keygate"),
+    ("GATEWAY_DATABASE_URL", f"postgresql://keygate:{SECRET}@db.example:port/keygate"),
+    ("GATEWAY_DATABASE_URL", f"postgresql//keygate:{SECRET}@db.example/keygate"),
+    ("GATEWAY_DATABASE_URL", f"postgres://keygate@db.example:0/keygate?password={SECRET}&x=1"),
+    ("GATEWAY_REDIS_URL", f"http://:{SECRET}@cache.example:6379/0"),
+    ("GATEWAY_REDIS_URL", f"redis://:{SECRET}/with/slash@cache.example:6379/0"),
+    ("GATEWAY_SMTP_URL", f"smtp://mailer:{SECRET}@"),
+    ("GATEWAY_SMTP_URL", f"smtp://mailer:{SECRET}@mail.example:70000"),
+])
+def test_a_bad_secret_is_named_but_never_repeated(var: str, value: str) -> None:
+    env = {var: value}
+    if var in ("GATEWAY_DATABASE_URL", "GATEWAY_REDIS_URL"):  # the other one, valid
+        env.setdefault("GATEWAY_DATABASE_URL", "postgresql://u@db.example/keygate")
+        env.setdefault("GATEWAY_REDIS_URL", "redis://cache.example:6379/0")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(None, env)
+    text = "\n".join(caught.value.problems)
+    assert var in text
+    assert "S3CRET" not in text
+    if "URL" in var:
+        assert "***" in text  # the URL is shown, its password hidden
+
+
+def test_secrets_in_the_yaml_file_are_never_repeated(tmp_path: Path) -> None:
+    path = _yaml(tmp_path, "secret_key: S3CRET-short\nkey_pepper: [S3CRET, list]\n"
+                           "old_key_peppers: {x: S3CRET-old}\n"
+                           f"database_url: 'mysql://u:{SECRET}@db/k'\n"
+                           f"redis_url: 'redis://:{SECRET}@cache:6379/0'\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path, {})
+    problems = caught.value.problems
+    assert [p.split(": ", 1)[0] for p in problems] == [
+        f"{path}:{n}" for n in (1, 2, 3, 4)]
+    assert problems[0].startswith(f"{path}:1: secret_key: too short to be a secret (16 "
+                                  "characters at least; e.g. python3 -c 'import secrets;")
+    assert problems[3] == (f"{path}:4: database_url has value 'mysql://u:***@db/k': "
+                           "not a URL with scheme postgres/postgresql")
+    assert "S3CRET" not in "\n".join(problems)
+
+
+def test_unparsable_yaml_does_not_quote_the_line(tmp_path: Path) -> None:
+    path = _yaml(tmp_path, f"routes_path: config/routes.yaml\nkey_pepper: \"{SECRET}\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(path, {})
+    [line] = caught.value.problems
+    assert line.startswith(f"{path}:") and "not valid YAML" in line
+    assert SECRET not in line
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://u:PW@h/db", "postgresql://u:***@h/db"),
+    ("redis://:PW@h:6379/0", "redis://:***@h:6379/0"),
+    ("smtp://user@mail.example", "smtp://user@mail.example"),
+    ("postgresql://h/db?sslmode=require&password=PW", "postgresql://h/db?sslmode=require&password=***"),
+    ("u:P@W@h/db", "u:***@h/db"),
+    ("https://api.exchange.example", "https://api.exchange.example"),
+])
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    ("https://api.exchange.example/v1", "not an origin"),
+    ("https://api.exchange.example?x=1", "not an origin"),
+    ("https://user:pw@api.exchange.example", "not an origin"),
+    ("https://api.exchange.example:99999", "the port is not a number"),
+    ("https://api.exchange.example:https", "the port is not a number"),
+    ("https://", "not a URL"),
+    ("https://:443", "no host name"),
+    ("https://exa mple.com", "the host name is not valid"),
+    ("ftp://api.exchange.example", "not a URL with scheme http/https"),
+])
+def test_upstream_url_must_be_an_origin(value: str, reason: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(None, {"GATEWAY_UPSTREAM_URL": value})
+    [line] = caught.value.problems
+    assert line.startswith("GATEWAY_UPSTREAM_URL has value ") and reason in line
+
+
+@pytest.mark.parametrize("value", ["http://127.0.0.1:9000", "https://[::1]:8443/",
+                                   "https://api.exchange.example", "http://sandbox_1:9000"])
+def test_good_upstream_urls(value: str) -> None:
+    assert load_settings(None, {"GATEWAY_UPSTREAM_URL": value}).upstream_url == value.rstrip("/")
+
+
+def test_long_enough_secrets_are_taken() -> None:
+    settings = load_settings(None, {"GATEWAY_KEY_PEPPER": "p" * 16, "GATEWAY_SECRET_KEY": "s" * 43})
+    assert (settings.key_pepper, settings.secret_key) == ("p" * 16, "s" * 43)
+
+
+# --- warnings ------------------------------------------------------------------------------------
+
+
+def test_trusted_proxy_ranges_are_warned_about() -> None:
+    settings = load_settings(None, {
+        "GATEWAY_TRUSTED_PROXIES": "10.0.0.7, 10.0.0.0/8, 2001:db8::1, 2001:db8::/64, 10.1.1.1/32"})
+    warnings = settings_warnings(settings)
+    assert len(warnings) == 2
+    assert warnings[0].startswith(
+        "GATEWAY_TRUSTED_PROXIES / trusted_proxies: 10.0.0.0/8 is a range")
+    assert "any host in it can claim any client IP" in warnings[0]
+    assert "(/32)" in warnings[0]
+    assert "2001:db8::/64" in warnings[1] and "(/128)" in warnings[1]
+    assert settings_warnings(load_settings(None, {"GATEWAY_TRUSTED_PROXIES": "10.0.0.7"})) == []
+    assert settings_warnings(Settings()) == []
