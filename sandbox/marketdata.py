@@ -16,6 +16,8 @@ from .clock import epoch_millis, iso
 from .market import Instrument
 
 __all__ = [
+    "PERIODS",
+    "UNIT_SECONDS",
     "book_levels",
     "book_side",
     "candle",
@@ -26,6 +28,10 @@ __all__ = [
 ]
 
 _BOOK_NAMESPACE = uuid.UUID("6f1c2a0e-5b7d-4c1e-9a51-0c4d5e6f7a8b")
+# Candle granularities: seconds per unit, and the periods the exchange offers in each unit.
+# Months are irregular; a fixed 30 days keeps buckets simple and deterministic.
+UNIT_SECONDS = {"MINUTES": 60, "HOURS": 3600, "DAYS": 86400, "WEEKS": 604800, "MONTHS": 2592000}
+PERIODS = {"MINUTES": {1, 5, 15, 30}, "HOURS": {1, 4}, "DAYS": {1}, "WEEKS": {1}, "MONTHS": {1}}
 
 
 def noise(*parts: object) -> Decimal:

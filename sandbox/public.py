@@ -13,7 +13,7 @@ from aiohttp import web
 from .clock import epoch_millis, iso, now, parse_iso
 from .errors import SandboxError
 from .market import CURRENCIES, FEE_TIERS, INSTRUMENTS, instrument
-from .marketdata import book_side, candle, price_tick, ticker
+from .marketdata import PERIODS, UNIT_SECONDS, book_side, candle, price_tick, ticker
 
 __all__ = [
     "get_candlesticks",
@@ -32,9 +32,6 @@ _MAX_DEPTH = 500
 _MAX_CANDLES = 5000
 _TICK_SPACING = timedelta(minutes=10)
 _TICKS_WINDOW = timedelta(hours=4)
-# Months are irregular; a fixed 30 days keeps buckets simple and deterministic.
-_UNIT_SECONDS = {"MINUTES": 60, "HOURS": 3600, "DAYS": 86400, "WEEKS": 604800, "MONTHS": 2592000}
-_PERIODS = {"MINUTES": {1, 5, 15, 30}, "HOURS": {1, 4}, "DAYS": {1}, "WEEKS": {1}, "MONTHS": {1}}
 
 
 async def get_time(request: web.Request) -> web.Response:
@@ -118,18 +115,18 @@ async def get_candlesticks(request: web.Request) -> web.Response:
     unit = request.query.get("unit")
     if unit is None:
         raise SandboxError(400, "MISSING_CANDLESTICKS_UNIT_PARAM")
-    if unit not in _UNIT_SECONDS:
+    if unit not in UNIT_SECONDS:
         raise SandboxError(400, "INVALID_CANDLESTICKS_UNIT")
     if "period" not in request.query:
         raise SandboxError(400, "MISSING_CANDLESTICKS_PERIOD_PARAM")
     period = _int_param(request, "period", 1, "INVALID_PERIOD")
-    if period not in _PERIODS[unit]:
+    if period not in PERIODS[unit]:
         raise SandboxError(400, "INVALID_CANDLESTICKS_GRANULARITY")
     start = _time_param(request, "from", "MISSING_FROM_PARAM")
     end = _time_param(request, "to", "MISSING_TO_PARAM")
     if start > end:
         raise SandboxError(400, "INVALID_TIME_RANGE")
-    seconds = _UNIT_SECONDS[unit] * period
+    seconds = UNIT_SECONDS[unit] * period
     first = -(-int(start.timestamp()) // seconds)
     last = int(end.timestamp()) // seconds
     if last - first > _MAX_CANDLES:
