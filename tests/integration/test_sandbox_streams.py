@@ -269,6 +269,17 @@ async def test_bad_messages_get_the_exchange_error_and_the_session_stays_open(
         assert [c["name"] for c in answer["channels"]] == ["PRICE_TICKS"]
 
 
+async def test_a_message_over_a_mebibyte_ends_the_session(
+    sandbox: RunningApp, http: aiohttp.ClientSession
+) -> None:
+    async with http.ws_connect(ws_url(sandbox), max_msg_size=0) as ws:
+        await ws.send_str(json.dumps({"type": "SUBSCRIBE", "pad": "x" * (1 << 20)}))
+        closing = await ws.receive(timeout=3)
+        assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, 1009)
+    (session,) = await recorded(http, sandbox)
+    assert session["received"] == []  # never handled
+
+
 async def test_binary_frames_are_refused(sandbox: RunningApp, http: aiohttp.ClientSession) -> None:
     async with http.ws_connect(ws_url(sandbox)) as ws:
         await ws.send_bytes(b'{"type": "SUBSCRIBE"}')
