@@ -9,11 +9,10 @@ from aiohttp import web
 
 from .appkeys import EXCHANGE_KEY
 from .errors import SandboxError
+from .headers import ACCOUNT_HEADER
 from .ledger import Account
 
 __all__ = ["ACCOUNT_HEADER", "AccountHandler", "with_account"]
-
-ACCOUNT_HEADER = "X-Gateway-Account-Id"
 
 AccountHandler = Callable[[web.Request, Account], Awaitable[web.StreamResponse]]
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

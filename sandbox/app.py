@@ -1,23 +1,30 @@
 """The sandbox exchange: a fake upstream with the exchange's real paths and JSON bodies.
 
 It is a test double, not a gateway: it checks no keys, and acts for whatever account the
-``X-Gateway-Account-Id`` header names. Its ``/__sandbox/`` paths exist for tests only.
+``X-Gateway-Account-Id`` header names, over REST under ``/public/v1`` and on the WebSocket
+streams at ``/streams``. Its ``/__sandbox/`` paths exist for tests only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
 from . import account, funding, orders, probes, public, trading
 from .accounts import AccountHandler, with_account
-from .appkeys import EXCHANGE_KEY, RECORDER_KEY
+from .appkeys import EXCHANGE_KEY, RECORDER_KEY, STREAM_HUB_KEY
 from .errors import render_errors
 from .ledger import Exchange
 from .recording import Recorder, record_requests
+from .streams.handler import STREAM_PATH, stream_handler
+from .streams.hub import StreamHub
 
-__all__ = ["API_PREFIX", "build_sandbox_app"]
+__all__ = ["API_PREFIX", "DEFAULT_STREAM_HEARTBEAT", "DEFAULT_STREAM_TICK", "build_sandbox_app"]
+
+DEFAULT_STREAM_TICK = 1.0  # seconds between market data updates on the streams
+DEFAULT_STREAM_HEARTBEAT = 10.0  # seconds between HEARTBEAT messages
 
 API_PREFIX = "/public/v1"
 
@@ -75,15 +82,51 @@ _PROBES: tuple[tuple[str, str, _Handler], ...] = (
     ("*", "slow", probes.slow),
     ("*", "status/{code}", probes.status),
     ("POST", "reset", probes.reset),
+    ("GET", "streams", probes.streams),
+    ("POST", "streams/drop", probes.drop_streams),
 )
 
 
-def build_sandbox_app() -> web.Application:
-    """A fresh sandbox exchange with empty state."""
+def _seconds(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+async def _run_streams(app: web.Application) -> AsyncIterator[None]:
+    hub = app[STREAM_HUB_KEY]
+    hub.start()
+    yield
+    await hub.stop()
+
+
+async def _close_streams(app: web.Application) -> None:
+    await app[STREAM_HUB_KEY].shutdown()
+
+
+def build_sandbox_app(
+    *,
+    stream_tick: float = DEFAULT_STREAM_TICK,
+    stream_heartbeat: float = DEFAULT_STREAM_HEARTBEAT,
+) -> web.Application:
+    """A fresh sandbox exchange with empty state.
+
+    The streams send market data every `stream_tick` seconds and a heartbeat every
+    `stream_heartbeat` seconds; tests shorten both. ValueError names a bad one.
+    """
+    tick = _seconds("stream_tick", stream_tick)
+    beat = _seconds("stream_heartbeat", stream_heartbeat)
     recorder = Recorder()
     app = web.Application(middlewares=[render_errors, record_requests(recorder)])
-    app[EXCHANGE_KEY] = Exchange()
+    exchange = Exchange()
+    app[EXCHANGE_KEY] = exchange
     app[RECORDER_KEY] = recorder
+    app[STREAM_HUB_KEY] = StreamHub(exchange, interval=tick, heartbeat=beat)
+    app.cleanup_ctx.append(_run_streams)
+    app.on_shutdown.append(_close_streams)
+    app.router.add_get(STREAM_PATH, stream_handler)
     for method, path, handler in _PUBLIC:
         app.router.add_route(method, API_PREFIX + path, handler)
     for method, path, account_handler in _ACCOUNT:

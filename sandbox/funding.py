@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 from aiohttp import web
@@ -26,6 +27,12 @@ __all__ = [
     "withdraw_crypto",
     "withdraw_fiat",
 ]
+
+
+# Addresses and tags are echoed back and kept in the history: only the characters of real
+# ones (base58, bech32, hex, and the ':' of prefixed forms) are accepted.
+_ADDRESS = re.compile(r"[A-Za-z0-9:]{1,128}")
+_DESTINATION_TAG = re.compile(r"[A-Za-z0-9]{0,64}")
 
 
 def _crypto(code: object) -> Currency:
@@ -78,17 +85,27 @@ def _amount(body: dict[str, object], item: Currency) -> Decimal:
     return amount
 
 
+def _recipient(body: dict[str, object]) -> tuple[str, str]:
+    """The body's ``recipient``: its address, and its destination tag ("" if none)."""
+    recipient = body.get("recipient")
+    address = recipient.get("address") if isinstance(recipient, dict) else None
+    tag = recipient.get("destination_tag", "") if isinstance(recipient, dict) else ""
+    if not isinstance(address, str) or not _ADDRESS.fullmatch(address):
+        raise SandboxError(400, "INVALID_ADDRESS")
+    if tag is None:
+        tag = ""
+    if not isinstance(tag, str) or not _DESTINATION_TAG.fullmatch(tag):
+        raise SandboxError(400, "INVALID_DESTINATION_TAG")
+    return address, tag
+
+
 async def withdraw_crypto(request: web.Request, account: Account) -> web.Response:
+    """Pay crypto out to ``recipient``; the answer names the amount, the fee taken on top of
+    it, and the transaction."""
     body = json_body(request)
     item = _crypto(body.get("currency"))
     amount = _amount(body, item)
-    recipient = body.get("recipient")
-    address = recipient.get("address") if isinstance(recipient, dict) else None
-    tag = recipient.get("destination_tag") if isinstance(recipient, dict) else None
-    if not isinstance(address, str) or not address.strip():
-        raise SandboxError(400, "INVALID_ADDRESS")
-    if tag is not None and not isinstance(tag, str):
-        raise SandboxError(400, "INVALID_DESTINATION_TAG")
+    address, tag = _recipient(body)
     transfer = account.withdraw(
         item.code, amount, now(), recipient=address, destination_tag=tag or None
     )
@@ -97,7 +114,7 @@ async def withdraw_crypto(request: web.Request, account: Account) -> web.Respons
             "amount": fmt(transfer.amount),
             "fee": fmt(transfer.fee_amount),
             "recipient": address,
-            "destination_tag": tag or "",
+            "destination_tag": tag,
             "transaction_id": transfer.transaction_id,
         },
         status=201,

@@ -16,6 +16,16 @@ from decimal import Decimal
 from .amounts import ZERO
 from .clock import now
 from .errors import SandboxError
+from .events import (
+    AccountEvent,
+    FundsMoved,
+    Movement,
+    Observer,
+    OrderAmended,
+    OrderClosed,
+    OrderCreated,
+    TradeSettled,
+)
 from .market import CURRENCIES, FIAT, TAKER_FEE_PERCENT, btc_value
 from .records import Balance, DepositAddress, Order, OrderRequest, Trade, Transfer
 
@@ -42,9 +52,10 @@ def _fake_address(code: str) -> str:
 
 
 class Account:
-    """One account's balances, orders, trades and transfers."""
+    """One account's balances, orders, trades and transfers; each change goes to the observer."""
 
     __slots__ = (
+        "_observer",
         "_sequence",
         "account_id",
         "addresses",
@@ -59,8 +70,11 @@ class Account:
         "withdrawals",
     )
 
-    def __init__(self, account_id: str, sequence: Iterator[int]) -> None:
+    def __init__(
+        self, account_id: str, sequence: Iterator[int], observer: Observer | None = None
+    ) -> None:
         self._sequence = sequence
+        self._observer = observer
         self.account_id = account_id
         self.balances: dict[str, Balance] = {}
         self.orders: dict[str, Order] = {}  # creation order
@@ -79,7 +93,7 @@ class Account:
         balance = self.balances.get(code)
         return balance.available if balance is not None else ZERO
 
-    def _move(self, code: str, available: Decimal, locked: Decimal, moment: datetime) -> None:
+    def _move(self, code: str, available: Decimal, locked: Decimal, moment: datetime) -> Balance:
         balance = self.balances.get(code)
         if balance is None:
             balance = self.balances[code] = Balance(self.account_id, code, moment)
@@ -88,6 +102,11 @@ class Account:
         balance.change = available + locked
         balance.sequence = next(self._sequence)
         balance.time = moment
+        return balance
+
+    def _emit(self, event: AccountEvent) -> None:
+        if self._observer is not None:
+            self._observer(self.account_id, event)
 
     def _require(self, code: str, amount: Decimal) -> None:
         if self.available(code) < amount:
@@ -102,20 +121,21 @@ class Account:
                 self.addresses[code] = DepositAddress(_fake_address(code))
 
     def deposit(self, code: str, amount: Decimal, moment: datetime, *, is_fiat: bool) -> None:
-        self._move(code, amount, ZERO, moment)
-        self.deposits.append(
-            Transfer(
-                transaction_id=str(uuid.uuid4()),
-                account_id=self.account_id,
-                type="FIAT" if is_fiat else "CRYPTO",
-                funds_source="EXTERNAL",
-                currency=code,
-                amount=amount,
-                fee_amount=ZERO,
-                time=moment,
-                blockchain_transaction_id=None if is_fiat else secrets.token_hex(32),
-            )
+        balance = self._move(code, amount, ZERO, moment)
+        transfer = Transfer(
+            transaction_id=str(uuid.uuid4()),
+            account_id=self.account_id,
+            type="FIAT" if is_fiat else "CRYPTO",
+            funds_source="EXTERNAL",
+            currency=code,
+            amount=amount,
+            fee_amount=ZERO,
+            time=moment,
+            blockchain_transaction_id=None if is_fiat else secrets.token_hex(32),
         )
+        self.deposits.append(transfer)
+        movement = Movement.of(balance, amount)
+        self._emit(FundsMoved(transfer, movement, True, moment, next(self._sequence)))
 
     # -- orders ---------------------------------------------------------------------------
 
@@ -176,12 +196,19 @@ class Account:
         if request.client_id is not None:
             self.client_ids[request.client_id] = order.order_id
         if marketable:
+            self._emit(OrderCreated(order, None, moment, next(self._sequence)))
             self._fill(order, moment)
         elif request.time_in_force in ("IMMEDIATE_OR_CANCELLED", "FILL_OR_KILL"):
+            self._emit(OrderCreated(order, None, moment, next(self._sequence)))
             order.status = "CLOSED"  # nothing to match at once, so nothing is kept
+            order.time_last_updated = moment
+            reason = "INSUFFICIENT_LIQUIDITY"
+            self._emit(OrderClosed(order, None, reason, moment, next(self._sequence)))
         else:
             order.locked = needed
-            self._move(order.locked_currency, -needed, needed, moment)
+            balance = self._move(order.locked_currency, -needed, needed, moment)
+            locked = Movement.of(balance, needed)
+            self._emit(OrderCreated(order, locked, moment, next(self._sequence)))
         return order
 
     def _fill(self, order: Order, moment: datetime) -> None:
@@ -193,13 +220,16 @@ class Account:
         if order.side == "BUY":
             fee_currency = item.base
             fee = item.base.quantize(order.amount * rate)
-            self._move(item.quote.code, -cost, ZERO, moment)
-            self._move(item.base.code, order.amount - fee, ZERO, moment)
+            spent = Movement.of(self._move(item.quote.code, -cost, ZERO, moment), cost)
+            got = order.amount - fee
+            credited = Movement.of(self._move(item.base.code, got, ZERO, moment), got)
         else:
             fee_currency = item.quote
             fee = item.quote.quantize(cost * rate)
-            self._move(item.base.code, -order.amount, ZERO, moment)
-            self._move(item.quote.code, cost - fee, ZERO, moment)
+            balance = self._move(item.base.code, -order.amount, ZERO, moment)
+            spent = Movement.of(balance, order.amount)
+            got = cost - fee
+            credited = Movement.of(self._move(item.quote.code, got, ZERO, moment), got)
         self.trading_volume += btc_value(order.amount, item.base.code)
         trade = Trade(
             trade_id=str(uuid.uuid4()),
@@ -222,14 +252,19 @@ class Account:
         order.average_price = price
         order.status = "FILLED_FULLY"
         order.time_last_updated = moment
+        event = TradeSettled(order, trade, spent, credited, moment, next(self._sequence))
+        self._emit(event)
 
     def cancel(self, order: Order, moment: datetime) -> None:
         if not order.is_active:
             raise SandboxError(404, "ORDER_NOT_FOUND")
-        self._move(order.locked_currency, order.locked, -order.locked, moment)
+        held = order.locked
+        balance = self._move(order.locked_currency, held, -held, moment)
         order.locked = ZERO
         order.status = "FILLED_CLOSED" if order.filled_amount else "CLOSED"
         order.time_last_updated = moment
+        unlocked = Movement.of(balance, held)
+        self._emit(OrderClosed(order, unlocked, "CANCELLED", moment, next(self._sequence)))
 
     def cancel_all(
         self,
@@ -261,10 +296,13 @@ class Account:
         delta = needed - order.locked
         if delta > 0:
             self._require(order.locked_currency, delta)
-        self._move(order.locked_currency, -delta, delta, moment)
+        balance = self._move(order.locked_currency, -delta, delta, moment)
+        amount_delta = amount - order.amount
         order.locked = needed
         order.amount = amount
         order.time_last_updated = moment
+        movement = Movement.of(balance, abs(delta))
+        self._emit(OrderAmended(order, amount_delta, movement, moment, next(self._sequence)))
 
     def arm_cancel_all(self, timeout: timedelta | None, moment: datetime) -> None:
         """The dead man's switch: cancel everything unless re-armed before `timeout`."""
@@ -296,7 +334,7 @@ class Account:
         is_fiat = code in FIAT
         fee = currency.withdrawal_fee
         self._require(code, amount + fee)
-        self._move(code, -(amount + fee), ZERO, moment)
+        balance = self._move(code, -(amount + fee), ZERO, moment)
         transfer = Transfer(
             transaction_id=str(uuid.uuid4()),
             account_id=self.account_id,
@@ -311,26 +349,38 @@ class Account:
             blockchain_transaction_id=None if is_fiat else secrets.token_hex(32),
         )
         self.withdrawals.append(transfer)
+        movement = Movement.of(balance, amount + fee)
+        self._emit(FundsMoved(transfer, movement, False, moment, next(self._sequence)))
         return transfer
 
 
 class Exchange:
-    """All accounts, created (and funded) the first time an account id is seen."""
+    """All accounts, created (and funded) the first time an account id is seen.
 
-    __slots__ = ("_accounts", "_sequence")
+    `observer`, when given, is told of every change to every account (see `events`).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_accounts", "_sequence", "observer")
+
+    def __init__(self, observer: Observer | None = None) -> None:
         self._accounts: dict[str, Account] = {}
         self._sequence = itertools.count(1)
+        self.observer = observer
 
     def account(self, account_id: str) -> Account:
         moment = now()
         found = self._accounts.get(account_id)
         if found is None:
-            found = self._accounts[account_id] = Account(account_id, self._sequence)
+            found = Account(account_id, self._sequence, self._notify)
+            self._accounts[account_id] = found
             found.seed(moment)
         found.fire_cancel_all(moment)
         return found
+
+    def _notify(self, account_id: str, event: AccountEvent) -> None:
+        # Looked up per event, so an observer set after accounts exist still hears them.
+        if self.observer is not None:
+            self.observer(account_id, event)
 
     def reset(self) -> None:
         self._accounts.clear()

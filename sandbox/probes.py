@@ -1,7 +1,7 @@
 """Test-only endpoints under ``/__sandbox/``: never part of the exchange's API.
 
 They let the gateway's tests see what was forwarded and provoke what an upstream can do:
-stream large bodies both ways, answer slowly, or answer with any status.
+stream large bodies both ways, answer slowly, answer with any status, or drop its streams.
 """
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 from http import HTTPStatus
 
-from aiohttp import hdrs, web
+from aiohttp import WSCloseCode, hdrs, web
 
-from .appkeys import EXCHANGE_KEY, RECORDER_KEY
+from .appkeys import EXCHANGE_KEY, RECORDER_KEY, STREAM_HUB_KEY
 from .errors import SandboxError
 from .paging import flag
 
-__all__ = ["big", "echo", "last_request", "reset", "slow", "status"]
+__all__ = ["big", "drop_streams", "echo", "last_request", "reset", "slow", "status", "streams"]
 
 _CHUNK = 64 * 1024
 _BLOCK = b"x" * _CHUNK
@@ -107,7 +107,43 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def reset(request: web.Request) -> web.Response:
-    """Forget every account and the last request: a clean exchange for the next test."""
+    """Forget every account and what was recorded: a clean exchange for the next test.
+
+    Open stream sessions stay open; only what they received so far is forgotten.
+    """
     request.app[EXCHANGE_KEY].reset()
-    request.app[RECORDER_KEY].last = None
+    request.app[RECORDER_KEY].reset()
     return web.Response(status=204)
+
+
+async def streams(request: web.Request) -> web.Response:
+    """The recent stream sessions: upgrade request, every message received, how each ended."""
+    records = request.app[RECORDER_KEY].streams
+    return web.json_response({"sessions": [record.as_json() for record in records]})
+
+
+def _close_code(request: web.Request) -> int:
+    raw = request.query.get("code", str(int(WSCloseCode.GOING_AWAY)))
+    try:
+        code = int(raw)
+    except ValueError:
+        raise SandboxError(400, "INVALID_QUERY") from None
+    # Codes a server may send in a close frame (RFC 6455 section 7.4).
+    if not ((1000 <= code <= 1014 and code not in (1004, 1005, 1006)) or 3000 <= code <= 4999):
+        raise SandboxError(400, "INVALID_QUERY")
+    return code
+
+
+async def drop_streams(request: web.Request) -> web.Response:
+    """End stream sessions mid-stream: ``how=abort`` (default) drops the TCP connection with
+    no close frame; ``how=close`` sends CONNECTION_CLOSING and close ``code`` (default 1001).
+    ``account_id`` limits it to that account's sessions. Answers ``{"dropped": n}``."""
+    how = request.query.get("how", "abort")
+    if how not in ("abort", "close"):
+        raise SandboxError(400, "INVALID_QUERY")
+    code = _close_code(request)
+    account_id = request.query.get("account_id")
+    dropped = request.app[STREAM_HUB_KEY].drop(
+        is_abrupt=how == "abort", code=code, account_id=account_id
+    )
+    return web.json_response({"dropped": dropped})

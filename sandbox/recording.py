@@ -1,25 +1,32 @@
-"""Remembers the last API request, for tests that check what the gateway forwarded.
+"""Remembers what reached the sandbox, for tests that check what the gateway forwarded.
 
-The body is read here, chunk by chunk, so its length and SHA-256 are known even when it is
-too large to keep; handlers get the kept bytes through `json_body`.
+The last API request: its body is read here, chunk by chunk, so its length and SHA-256 are
+known even when it is too large to keep; handlers get the kept bytes through `json_body`.
+Stream sessions: each one's upgrade request and every message its client sent, the most recent
+sessions and messages only, so a long benchmark does not grow the sandbox without bound.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from .clock import iso, now
 from .errors import SandboxError
 
 __all__ = [
     "BODY_KEY",
     "MAX_API_BODY",
+    "MAX_STREAM_MESSAGES",
+    "MAX_STREAM_SESSIONS",
     "PROBE_PREFIX",
     "Recorder",
+    "StreamRecord",
     "json_body",
     "record_requests",
 ]
@@ -28,17 +35,75 @@ PROBE_PREFIX = "/__sandbox/"
 MAX_API_BODY = 1024 * 1024  # the exchange's own bodies are small JSON objects
 BODY_KEY = web.RequestKey("sandbox_body", bytes)
 _CHUNK = 64 * 1024
+MAX_STREAM_SESSIONS = 100  # sessions remembered, the most recent
+MAX_STREAM_MESSAGES = 1000  # messages remembered per session, the most recent
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class Recorder:
-    """Holds the JSON description of the last request on a non-probe path."""
+class StreamRecord:
+    """One stream session: its upgrade request, what its client sent, how it ended."""
 
-    __slots__ = ("last",)
+    __slots__ = ("close_code", "closed_at", "number", "opened_at", "received", "request")
+
+    def __init__(self, number: int, request: dict[str, object]) -> None:
+        self.number = number
+        self.request = request
+        self.opened_at = iso(now())
+        self.closed_at: str | None = None
+        self.close_code: int | None = None
+        self.received: deque[dict[str, object]] = deque(maxlen=MAX_STREAM_MESSAGES)
+
+    def text(self, data: str) -> None:
+        self.received.append({"time": iso(now()), "text": data})
+
+    def binary(self, data: bytes) -> None:
+        digest = hashlib.sha256(data).hexdigest()
+        self.received.append(
+            {"time": iso(now()), "binary_length": len(data), "binary_sha256": digest}
+        )
+
+    def closed(self, code: int | None) -> None:
+        self.closed_at = iso(now())
+        self.close_code = code
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "session": self.number,
+            "request": self.request,
+            "opened_at": self.opened_at,
+            "closed_at": self.closed_at,
+            "close_code": self.close_code,
+            "received": list(self.received),
+        }
+
+
+class Recorder:
+    """The last request on a non-probe path, and the recent stream sessions."""
+
+    __slots__ = ("_sessions", "last", "streams")
 
     def __init__(self) -> None:
         self.last: dict[str, object] | None = None
+        self.streams: deque[StreamRecord] = deque(maxlen=MAX_STREAM_SESSIONS)
+        self._sessions = 0
+
+    def open_stream(self, request: web.Request) -> StreamRecord:
+        """Start the record of a stream session opened by the upgrade `request`."""
+        self._sessions += 1
+        record = StreamRecord(self._sessions, _describe(request, 0, _EMPTY_SHA256))
+        self.streams.append(record)
+        return record
+
+    def reset(self) -> None:
+        """Forget the last request, closed sessions, and what open sessions received so far."""
+        self.last = None
+        kept = [record for record in self.streams if record.closed_at is None]
+        self.streams.clear()
+        for record in kept:
+            record.received.clear()
+            self.streams.append(record)
 
 
 def _describe(request: web.Request, length: int, digest: str) -> dict[str, object]:

@@ -77,29 +77,32 @@ class Trade:
     fee_percentage: Decimal
     running_trading_volume: Decimal
 
-    def as_json(self) -> dict[str, object]:
+    def trade_json(self) -> dict[str, object]:
         return {
-            "trade": {
-                "trade_id": self.trade_id,
-                "order_id": self.order_id,
-                "account_id": self.account_id,
-                "amount": fmt(self.amount),
-                "side": self.side,
-                "instrument_code": self.instrument_code,
-                "price": fmt(self.price),
-                "time": iso(self.time),
-                "price_tick_sequence": self.sequence,
-                "sequence": self.sequence,
-            },
-            "fee": {
-                "fee_amount": fmt(self.fee_amount),
-                "fee_percentage": fmt(self.fee_percentage),
-                "fee_group_id": "default",
-                "running_trading_volume": fmt(self.running_trading_volume),
-                "fee_currency": self.fee_currency,
-                "fee_type": "TAKER",  # sandbox fills are always immediate, hence taker
-            },
+            "trade_id": self.trade_id,
+            "order_id": self.order_id,
+            "account_id": self.account_id,
+            "amount": fmt(self.amount),
+            "side": self.side,
+            "instrument_code": self.instrument_code,
+            "price": fmt(self.price),
+            "time": iso(self.time),
+            "price_tick_sequence": self.sequence,
+            "sequence": self.sequence,
         }
+
+    def fee_json(self) -> dict[str, object]:
+        return {
+            "fee_amount": fmt(self.fee_amount),
+            "fee_percentage": fmt(self.fee_percentage),
+            "fee_group_id": "default",
+            "running_trading_volume": fmt(self.running_trading_volume),
+            "fee_currency": self.fee_currency,
+            "fee_type": "TAKER",  # sandbox fills are always immediate, hence taker
+        }
+
+    def as_json(self) -> dict[str, object]:
+        return {"trade": self.trade_json(), "fee": self.fee_json()}
 
 
 @dataclass(slots=True)

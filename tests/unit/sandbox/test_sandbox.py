@@ -423,3 +423,13 @@ def test_routes_yaml_permissions_follow_the_exchange() -> None:
             assert route["permission"] == "read", path
         else:
             assert route["permission"] == "trade", path
+
+
+# ---- the app builder's options ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), True, "1"])
+def test_stream_intervals_must_be_positive_seconds(bad: Any) -> None:
+    for name in ("stream_tick", "stream_heartbeat"):
+        with pytest.raises(ValueError, match=name):
+            build_sandbox_app(**{name: bad})
