@@ -32,7 +32,7 @@ test: $(TEST_STAMP) test-deps
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check gateway admin_ui tests bench
+	$(BIN)/ruff check gateway admin_ui sandbox tests bench
 	$(BIN)/mypy
 
 bench: $(TEST_STAMP)
