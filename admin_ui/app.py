@@ -14,6 +14,7 @@ from aiohttp import web
 
 from admin_ui import db
 from admin_ui.accesslog import RedactingAccessLogger
+from admin_ui.background import BACKGROUND_KEY, Background
 from admin_ui.csrf import csrf_middleware
 from admin_ui.db import POOL_KEY
 from admin_ui.devmail import MAILBOX_KEY, DevMailbox, start_mail_sink
@@ -130,6 +131,7 @@ def build_admin_app(
     app[KEYS_KEY] = keys
     app[PERMISSIONS_KEY] = PermissionCatalog(settings.routes_path, settings.upstream_url)
     app[MAILER_KEY] = mailer or _mailer_for(settings, dev_mail_port)
+    app[BACKGROUND_KEY] = Background()
     if dev_mailbox is None and dev_mail_port is not None:
         dev_mailbox = DevMailbox()
     if dev_mailbox is not None:
@@ -168,6 +170,7 @@ async def _stores_context(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await app[BACKGROUND_KEY].aclose()
         await stop_task(purger)
         await client.aclose()
         await pool.close()
