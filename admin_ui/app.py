@@ -13,7 +13,7 @@ import jinja2
 from aiohttp import web
 
 from admin_ui import db
-from admin_ui.accesslog import RedactingAccessLogger
+from admin_ui.accesslog import RedactingAccessLogger, loggable_path
 from admin_ui.background import BACKGROUND_KEY, Background
 from admin_ui.csrf import csrf_middleware
 from admin_ui.db import POOL_KEY
@@ -87,7 +87,7 @@ async def _error_pages(request: web.Request, handler: _Handler) -> web.StreamRes
     except asyncio.CancelledError:
         raise
     except Exception:
-        log.exception("error handling %s %s", request.method, request.path)
+        log.exception("error handling %s %s", request.method, loggable_path(request))
         return render(request, "error.html", {
             "title": "Something went wrong",
             "message": "An unexpected error occurred; it has been logged. Please try again.",
@@ -125,7 +125,10 @@ def build_admin_app(
         raise ValueError(f"admin UI settings missing: {', '.join(missing)}")
     assert settings.secret_key is not None
 
-    app = web.Application(middlewares=[])
+    # SECURITY: the app brings its own access logger, so whichever runner serves it, emailed
+    # links' tokens stay out of the access log.
+    app = web.Application(middlewares=[],
+                          handler_args={"access_log_class": RedactingAccessLogger})
     keys = DerivedKeys.from_secret(settings.secret_key)
     app[SETTINGS_KEY] = settings
     app[KEYS_KEY] = keys
