@@ -13,12 +13,13 @@ import jinja2
 from aiohttp import web
 
 from admin_ui import db
-from admin_ui.accesslog import RedactingAccessLogger, loggable_path
+from admin_ui.accesslog import RedactingAccessLogger
 from admin_ui.background import BACKGROUND_KEY, Background
 from admin_ui.csrf import csrf_middleware
 from admin_ui.db import POOL_KEY
 from admin_ui.devmail import MAILBOX_KEY, DevMailbox, start_mail_sink
 from admin_ui.mail import MAILER_KEY, InMemoryMailer, Mailer, SmtpMailer, default_sender
+from admin_ui.middlewares import add_security_headers, error_pages
 from admin_ui.permissions import PERMISSIONS_KEY, PermissionCatalog
 from admin_ui.render import render
 from admin_ui.routes import setup_routes
@@ -36,34 +37,9 @@ __all__ = ["DEV_MAIL_PORT", "build_admin_app", "build_dev_admin", "run_admin"]
 
 log = logging.getLogger(__name__)
 
-_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _TEMPLATES = Path(__file__).parent / "templates"
 _SESSION_PURGE_INTERVAL = 600.0
 DEV_MAIL_PORT = 1025
-
-# SECURITY: no inline script or style, no framing, no referrer (links carry tokens).
-_SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
-
-
-@web.middleware
-async def _security_headers(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    response = await handler(request)
-    for name, value in _SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    if not request.path.startswith("/static/"):
-        # Pages hold CSRF tokens, and one holds an API key: no cache keeps them.
-        response.headers.setdefault("Cache-Control", "no-store")
-    return response
-
 
 async def _forbidden(request: web.Request) -> web.StreamResponse:
     return render(request, "error.html", {
@@ -71,27 +47,6 @@ async def _forbidden(request: web.Request) -> web.StreamResponse:
         "message": "This form was not accepted: it is too old or came from another site. "
                    "Go back, reload the page and try again.",
     }, status=403)
-
-
-@web.middleware
-async def _error_pages(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status in (404, 405):
-            title = "Page not found" if exc.status == 404 else "Not allowed"
-            return render(request, "error.html", {
-                "title": title, "message": "There is nothing here. Check the address."
-            }, status=exc.status)
-        raise
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("error handling %s %s", request.method, loggable_path(request))
-        return render(request, "error.html", {
-            "title": "Something went wrong",
-            "message": "An unexpected error occurred; it has been logged. Please try again.",
-        }, status=500)
 
 
 def _mailer_for(settings: Settings, dev_mail_port: int | None) -> Mailer:
@@ -145,11 +100,11 @@ def build_admin_app(
         app.cleanup_ctx.append(_mail_sink_context(dev_mailbox, dev_mail_host, dev_mail_port))
 
     app.middlewares.extend([
-        _security_headers,
+        error_pages,
         session_middleware,
-        _error_pages,
         csrf_middleware(keys.csrf, session_id, _forbidden),
     ])
+    app.on_response_prepare.append(add_security_headers)
     aiohttp_jinja2.setup(
         app, loader=jinja2.FileSystemLoader(str(_TEMPLATES)),
         # SECURITY: every value is HTML-escaped unless a template says otherwise.
