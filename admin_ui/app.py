@@ -29,11 +29,11 @@ from admin_ui.settings import SETTINGS_KEY
 from admin_ui.throttle import THROTTLE_KEY, Throttle
 from admin_ui.views.devmail import add_mailbox_routes
 from admin_ui.views.keys import CACHE_KEY
-from gateway.config.settings import Settings
+from gateway.config.settings import Settings, SettingsError
 from gateway.store.redis import RedisKeyCache, connect_redis
 from gateway.tasks import stop_task
 
-__all__ = ["DEV_MAIL_PORT", "build_admin_app", "build_dev_admin", "run_admin"]
+__all__ = ["DEV_MAIL_PORT", "build_admin_app", "build_dev_admin", "dev_sink_url", "run_admin"]
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,19 @@ async def _forbidden(request: web.Request) -> web.StreamResponse:
 def _mailer_for(settings: Settings, dev_mail_port: int | None) -> Mailer:
     sender = default_sender(settings.admin_url)
     if settings.smtp_url:
-        return SmtpMailer(settings.smtp_url, sender=sender)
+        try:
+            return SmtpMailer(settings.smtp_url, sender=sender)
+        except ValueError as exc:
+            raise SettingsError([str(exc)]) from exc
     if dev_mail_port is not None:
-        return SmtpMailer(f"smtp://127.0.0.1:{dev_mail_port}", sender=sender)
+        return SmtpMailer(dev_sink_url(dev_mail_port), sender=sender)
     log.warning("no GATEWAY_SMTP_URL: the admin UI cannot send email")
     return InMemoryMailer(is_warning=True)
+
+
+def dev_sink_url(port: int) -> str:
+    """The dev mail sink's URL: plain SMTP on purpose, as it listens on loopback only."""
+    return f"smtp://127.0.0.1:{port}?tls=off"
 
 
 def build_admin_app(
@@ -176,7 +184,7 @@ async def build_dev_admin(
         return build_admin_app(settings), [], nothing
     mailbox = DevMailbox()
     server = await start_mail_sink(mailbox, "127.0.0.1", mail_port)
-    app = build_admin_app(settings.replace(smtp_url=f"smtp://127.0.0.1:{mail_port}"),
+    app = build_admin_app(settings.replace(smtp_url=dev_sink_url(mail_port)),
                           dev_mailbox=mailbox)
 
     async def close() -> None:
@@ -184,7 +192,7 @@ async def build_dev_admin(
         await server.wait_closed()
 
     return app, [
-        f"  dev mail sink     smtp://127.0.0.1:{mail_port}",
+        f"  dev mail sink     {dev_sink_url(mail_port)}",
         f"  dev mailbox       {settings.admin_url}/dev/mailbox",
     ], close
 
