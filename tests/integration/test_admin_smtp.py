@@ -1,9 +1,10 @@
 """Needs: PostgreSQL and Redis (tests/conftest.py). The admin UI's mail over real SMTP (an
 aiosmtpd server): refused without TLS unless the URL says plain on purpose, and what the user
-and the log are told then."""
+and the log are told then; the dev mailbox's order."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -63,3 +64,25 @@ async def test_smtp_plain_on_purpose_delivers(settings: Settings) -> None:
         sink.close()
         await sink.wait_closed()
 
+
+async def test_mailbox_lists_newest_first(settings: Settings) -> None:
+    running = await start_app(build_admin_app(settings, dev_mail_port=free_port()))
+    b = Browser(running.url, InMemoryMailer())
+    try:
+        first, second = new_email(), new_email()
+        for email in (first, second):
+            await b.get("/signup")
+            await b.post("/signup", {"email": email, "password": PASSWORD})
+        for _ in range(100):
+            async with b.http.get(running.url + "/dev/mailbox.json") as resp:
+                messages = await resp.json()
+            if len(messages) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert [m["to"] for m in messages] == [second, first]
+        _, page, _ = await b.get("/dev/mailbox")
+        assert "newest first" in page
+        assert page.index(second) < page.index(first)
+    finally:
+        await b.close()
+        await running.stop()
