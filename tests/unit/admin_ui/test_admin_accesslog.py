@@ -20,7 +20,7 @@ KEY_ID = "abcdefghijklmnop"
 
 
 @pytest.fixture
-def app(tmp_path: object) -> web.Application:
+def app() -> web.Application:
     # Built, never started: nothing connects to these stores.
     settings = Settings(database_url="postgresql://unused/unused", redis_url="redis://unused",
                         secret_key="s" * 32, key_pepper="p" * 32)
