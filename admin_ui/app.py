@@ -14,10 +14,12 @@ from aiohttp import web
 
 from admin_ui import db
 from admin_ui.accesslog import RedactingAccessLogger
+from admin_ui.background import BACKGROUND_KEY, Background
 from admin_ui.csrf import csrf_middleware
 from admin_ui.db import POOL_KEY
 from admin_ui.devmail import MAILBOX_KEY, DevMailbox, start_mail_sink
 from admin_ui.mail import MAILER_KEY, InMemoryMailer, Mailer, SmtpMailer, default_sender
+from admin_ui.middlewares import add_security_headers, error_pages
 from admin_ui.permissions import PERMISSIONS_KEY, PermissionCatalog
 from admin_ui.render import render
 from admin_ui.routes import setup_routes
@@ -27,42 +29,17 @@ from admin_ui.settings import SETTINGS_KEY
 from admin_ui.throttle import THROTTLE_KEY, Throttle
 from admin_ui.views.devmail import add_mailbox_routes
 from admin_ui.views.keys import CACHE_KEY
-from gateway.config.settings import Settings
+from gateway.config.settings import Settings, SettingsError
 from gateway.store.redis import RedisKeyCache, connect_redis
 from gateway.tasks import stop_task
 
-__all__ = ["DEV_MAIL_PORT", "build_admin_app", "build_dev_admin", "run_admin"]
+__all__ = ["DEV_MAIL_PORT", "build_admin_app", "build_dev_admin", "dev_sink_url", "run_admin"]
 
 log = logging.getLogger(__name__)
 
-_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _TEMPLATES = Path(__file__).parent / "templates"
 _SESSION_PURGE_INTERVAL = 600.0
 DEV_MAIL_PORT = 1025
-
-# SECURITY: no inline script or style, no framing, no referrer (links carry tokens).
-_SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
-
-
-@web.middleware
-async def _security_headers(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    response = await handler(request)
-    for name, value in _SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    if not request.path.startswith("/static/"):
-        # Pages hold CSRF tokens, and one holds an API key: no cache keeps them.
-        response.headers.setdefault("Cache-Control", "no-store")
-    return response
-
 
 async def _forbidden(request: web.Request) -> web.StreamResponse:
     return render(request, "error.html", {
@@ -72,35 +49,22 @@ async def _forbidden(request: web.Request) -> web.StreamResponse:
     }, status=403)
 
 
-@web.middleware
-async def _error_pages(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status in (404, 405):
-            title = "Page not found" if exc.status == 404 else "Not allowed"
-            return render(request, "error.html", {
-                "title": title, "message": "There is nothing here. Check the address."
-            }, status=exc.status)
-        raise
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("error handling %s %s", request.method, request.path)
-        return render(request, "error.html", {
-            "title": "Something went wrong",
-            "message": "An unexpected error occurred; it has been logged. Please try again.",
-        }, status=500)
-
-
 def _mailer_for(settings: Settings, dev_mail_port: int | None) -> Mailer:
     sender = default_sender(settings.admin_url)
     if settings.smtp_url:
-        return SmtpMailer(settings.smtp_url, sender=sender)
+        try:
+            return SmtpMailer(settings.smtp_url, sender=sender)
+        except ValueError as exc:
+            raise SettingsError([str(exc)]) from exc
     if dev_mail_port is not None:
-        return SmtpMailer(f"smtp://127.0.0.1:{dev_mail_port}", sender=sender)
+        return SmtpMailer(dev_sink_url(dev_mail_port), sender=sender)
     log.warning("no GATEWAY_SMTP_URL: the admin UI cannot send email")
     return InMemoryMailer(is_warning=True)
+
+
+def dev_sink_url(port: int) -> str:
+    """The dev mail sink's URL: plain SMTP on purpose, as it listens on loopback only."""
+    return f"smtp://127.0.0.1:{port}?tls=off"
 
 
 def build_admin_app(
@@ -124,12 +88,16 @@ def build_admin_app(
         raise ValueError(f"admin UI settings missing: {', '.join(missing)}")
     assert settings.secret_key is not None
 
-    app = web.Application(middlewares=[])
+    # SECURITY: the app brings its own access logger, so whichever runner serves it, emailed
+    # links' tokens stay out of the access log.
+    app = web.Application(middlewares=[],
+                          handler_args={"access_log_class": RedactingAccessLogger})
     keys = DerivedKeys.from_secret(settings.secret_key)
     app[SETTINGS_KEY] = settings
     app[KEYS_KEY] = keys
     app[PERMISSIONS_KEY] = PermissionCatalog(settings.routes_path, settings.upstream_url)
     app[MAILER_KEY] = mailer or _mailer_for(settings, dev_mail_port)
+    app[BACKGROUND_KEY] = Background()
     if dev_mailbox is None and dev_mail_port is not None:
         dev_mailbox = DevMailbox()
     if dev_mailbox is not None:
@@ -140,11 +108,11 @@ def build_admin_app(
         app.cleanup_ctx.append(_mail_sink_context(dev_mailbox, dev_mail_host, dev_mail_port))
 
     app.middlewares.extend([
-        _security_headers,
+        error_pages,
         session_middleware,
-        _error_pages,
         csrf_middleware(keys.csrf, session_id, _forbidden),
     ])
+    app.on_response_prepare.append(add_security_headers)
     aiohttp_jinja2.setup(
         app, loader=jinja2.FileSystemLoader(str(_TEMPLATES)),
         # SECURITY: every value is HTML-escaped unless a template says otherwise.
@@ -168,6 +136,7 @@ async def _stores_context(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await app[BACKGROUND_KEY].aclose()
         await stop_task(purger)
         await client.aclose()
         await pool.close()
@@ -215,7 +184,7 @@ async def build_dev_admin(
         return build_admin_app(settings), [], nothing
     mailbox = DevMailbox()
     server = await start_mail_sink(mailbox, "127.0.0.1", mail_port)
-    app = build_admin_app(settings.replace(smtp_url=f"smtp://127.0.0.1:{mail_port}"),
+    app = build_admin_app(settings.replace(smtp_url=dev_sink_url(mail_port)),
                           dev_mailbox=mailbox)
 
     async def close() -> None:
@@ -223,7 +192,7 @@ async def build_dev_admin(
         await server.wait_closed()
 
     return app, [
-        f"  dev mail sink     smtp://127.0.0.1:{mail_port}",
+        f"  dev mail sink     {dev_sink_url(mail_port)}",
         f"  dev mailbox       {settings.admin_url}/dev/mailbox",
     ], close
 

@@ -20,6 +20,7 @@ __all__ = ["CSRF_FIELD", "CSRF_HEADER", "csrf_middleware", "csrf_token", "is_val
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -50,12 +51,14 @@ def csrf_middleware(
         if request.method in _SAFE_METHODS:
             return await handler(request)
         submitted = request.headers.get(CSRF_HEADER)
-        if submitted is None and request.content_type in (
-            "application/x-www-form-urlencoded", "multipart/form-data"
-        ):
-            form = await request.post()  # cached: the handler reads it again for free
+        if request.content_type in _FORM_TYPES:
+            try:
+                form = await request.post()  # cached: the handler reads it again for free
+            except ValueError as exc:  # bad encoding or multipart framing
+                raise web.HTTPBadRequest(text="The form could not be read.") from exc
             value = form.get(CSRF_FIELD)
-            submitted = value if isinstance(value, str) else None
+            if submitted is None:
+                submitted = value if isinstance(value, str) else None
         # SECURITY: no valid token, no state change (403), whatever the handler would do.
         if not is_valid_csrf(key, session_id_of(request), submitted):
             return await forbidden(request)

@@ -2,8 +2,8 @@
 
 `gateway dev` runs the sink (port 1025 by default) when no SMTP server is configured; the
 admin UI then sends through real SMTP to it, and `/dev/mailbox` (HTML) and
-`/dev/mailbox.json` (`[{to, subject, body, date}]`, newest last) show the messages. These
-routes exist only when the app is built with a dev mailbox.
+`/dev/mailbox.json` (`[{to, subject, body, date}]`) show the messages, both newest first.
+These routes exist only when the app is built with a dev mailbox.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class MailboxEntry:
 
 
 class DevMailbox:
-    """The sink's messages, oldest first, the oldest dropped past a bound."""
+    """The sink's messages, newest first, the oldest dropped past a bound."""
 
     def __init__(self, limit: int = _MAX_MESSAGES) -> None:
         self._messages: deque[MailboxEntry] = deque(maxlen=limit)
@@ -43,10 +43,11 @@ class DevMailbox:
 
     @property
     def messages(self) -> list[MailboxEntry]:
+        """Newest first."""
         return list(self._messages)
 
     def add(self, entry: MailboxEntry) -> None:
-        self._messages.append(entry)
+        self._messages.appendleft(entry)
 
     def clear(self) -> None:
         self._messages.clear()

@@ -1,4 +1,5 @@
-"""Every route of the admin UI, named. Paths and form fields are fixed by DESIGN.md."""
+"""Every route of the admin UI, named. Paths and form fields are a contract: scripts and the
+browser tests use them."""
 
 from __future__ import annotations
 

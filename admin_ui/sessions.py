@@ -3,6 +3,11 @@
 Every visitor gets a cookie (the CSRF token of anonymous forms is bound to it), but only a
 login creates a row, under the SHA-256 of the id, so a database leak yields no session.
 The id is replaced at login, at the second factor and at logout (no session fixation).
+
+When the public URL (`GATEWAY_ADMIN_URL`) is https, the cookie is `__Host-keygate_session`:
+the browser then keeps it only if it is Secure, for the whole host and no other (no Domain),
+so neither a plain-HTTP answer nor a sibling subdomain can plant or overwrite it. On a
+plain-http URL (development) it is `keygate_session`, Secure only when served over TLS.
 """
 
 from __future__ import annotations
@@ -17,14 +22,18 @@ from aiohttp import web
 from admin_ui import db
 from admin_ui.db import POOL_KEY, AccountRow
 from admin_ui.settings import SETTINGS_KEY
+from gateway.config.settings import Settings
 from gateway.http.client_ip import client_ip, is_trusted, parse_ip
 
 __all__ = [
     "COOKIE_NAME",
     "PARTIAL_SESSION_TTL",
+    "SECURE_COOKIE_NAME",
     "SessionState",
+    "cookie_name",
     "current_user",
     "end_session",
+    "is_https_admin",
     "is_secure",
     "partial_user",
     "redirect",
@@ -35,6 +44,7 @@ __all__ = [
 ]
 
 COOKIE_NAME = "keygate_session"
+SECURE_COOKIE_NAME = f"__Host-{COOKIE_NAME}"
 PARTIAL_SESSION_TTL = 300.0  # between the password and the second factor
 _SID_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 
@@ -57,6 +67,16 @@ class SessionState:
 
 
 _STATE = web.RequestKey("keygate_session", SessionState)
+
+
+def is_https_admin(settings: Settings) -> bool:
+    """True when the admin UI's public URL (`GATEWAY_ADMIN_URL`) is https."""
+    return settings.admin_url.lower().startswith("https://")
+
+
+def cookie_name(settings: Settings) -> str:
+    """The session cookie's name: `__Host-` prefixed when the public URL is https."""
+    return SECURE_COOKIE_NAME if is_https_admin(settings) else COOKIE_NAME
 
 
 def _hash(sid: str) -> bytes:
@@ -138,10 +158,12 @@ def _set_cookie(request: web.Request, response: web.StreamResponse, state: Sessi
         return
     settings = request.app[SETTINGS_KEY]
     # SECURITY: HttpOnly (no script reads it), SameSite=Lax (not sent on cross-site POSTs, but
-    # sent when the user follows an emailed link), Secure whenever we are served over TLS.
+    # sent when the user follows an emailed link), Secure whenever the public URL is https
+    # (a TLS proxy in front may talk plain HTTP to us) or we are served over TLS; Path=/ and
+    # no Domain, as the __Host- prefix requires.
     response.set_cookie(
-        COOKIE_NAME, state.sid, path="/", httponly=True, samesite="Lax",
-        secure=is_secure(request),
+        cookie_name(settings), state.sid, path="/", httponly=True, samesite="Lax",
+        secure=is_https_admin(settings) or is_secure(request),
         max_age=int(settings.session_ttl) if state.account is not None else None,
     )
 
@@ -151,7 +173,7 @@ async def session_middleware(request: web.Request, handler: _Handler) -> web.Str
     """Loads the session before the handler and sends a new cookie after it when needed."""
     if request.path.startswith("/static/"):
         return await handler(request)
-    sid = request.cookies.get(COOKIE_NAME, "")
+    sid = request.cookies.get(cookie_name(request.app[SETTINGS_KEY]), "")
     if _SID_RE.fullmatch(sid):
         state = SessionState(sid, is_dirty=False)
         async with request.app[POOL_KEY].acquire() as conn:

@@ -1,17 +1,17 @@
 """Accounts: sign up, verify the email, log in (password, then the second factor), log out,
 reset a forgotten password.
 
-Sign-up and the reset form answer the same whether or not an address has an account (the
-owner learns the rest by email), so neither tells a stranger who is registered.
+Sign-up and the reset form answer the same, in the same time, whether or not an address has
+an account (the owner learns the rest by email), so neither tells a stranger who is
+registered. Both are limited per client IP.
 """
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
 from admin_ui import db, emails
+from admin_ui.background import BACKGROUND_KEY
 from admin_ui.db import POOL_KEY, AccountRow, LinkRow
 from admin_ui.forms import (
     Fields,
@@ -32,7 +32,13 @@ from admin_ui.settings import SETTINGS_KEY
 from admin_ui.throttle import THROTTLE_KEY
 from admin_ui.tokens import LinkState, hash_link_token, is_link_token, link_state, new_link_token
 from admin_ui.views.totp import check_second_factor, wait_text
-from gateway.keys.accounts import AccountError, create_user, hash_password, verify_password
+from gateway.keys.accounts import (
+    AccountError,
+    hash_password,
+    hash_password_off_loop,
+    insert_user,
+    verify_password_off_loop,
+)
 from gateway.keys.lifecycle import audit
 
 __all__ = [
@@ -82,6 +88,13 @@ async def signup_page(request: web.Request) -> web.Response:
     return render(request, "signup.html", {"errors": {}, "email": ""})
 
 
+def _too_many(request: web.Request, template: str, context: dict[str, object],
+              wait: int) -> web.Response:
+    response = render(request, template, context, status=429)
+    response.headers["Retry-After"] = str(wait)
+    return response
+
+
 async def signup_post(request: web.Request) -> web.Response:
     fields = await _fields(request)
     credentials, errors = validate_credentials(fields, is_new=True)
@@ -90,12 +103,21 @@ async def signup_post(request: web.Request) -> web.Response:
                       {"errors": errors, "email": _first(fields, "email")}, status=400)
     settings = request.app[SETTINGS_KEY]
     ip = remote_ip(request)
+    wait = await request.app[THROTTLE_KEY].take_request(
+        "signup", ip, settings.signup_ip_limit, settings.signup_ip_window)
+    if wait is not None:
+        return _too_many(request, "signup.html", {"email": credentials.email, "errors": {
+            "email": f"Too many sign-ups from your network. Try again in {wait_text(wait)}."}},
+            wait)
+    # SECURITY: the password is hashed whether or not the address is taken, so both answers
+    # cost the same (no timing oracle); in the hashing threads, off the event loop.
+    password_hash = await hash_password_off_loop(credentials.password)
     message = None
     async with request.app[POOL_KEY].acquire() as conn:
         existing = await db.get_account_by_email(conn, credentials.email)
         if existing is None:
             try:
-                user_id = await create_user(conn, credentials.email, credentials.password)
+                user_id = await insert_user(conn, credentials.email, password_hash)
             except AccountError:
                 existing = await db.get_account_by_email(conn, credentials.email)
             else:
@@ -107,6 +129,8 @@ async def signup_post(request: web.Request) -> web.Response:
                 message = emails.verify_email(request, credentials.email, token)
         if existing is not None:
             # The owner hears of the attempt; the visitor sees the usual page.
+            await audit(conn, "signup.existing", actor="anonymous", user_id=existing.id,
+                        client_ip=ip)
             message = emails.signup_existing(request, existing.email)
     assert message is not None
     # Over the limit the page reads the same; only the flood of mail stops.
@@ -179,25 +203,25 @@ async def login_post(request: web.Request) -> web.Response:
                            error=" ".join(errors.values()))
     throttle = request.app[THROTTLE_KEY]
     ip = remote_ip(request)
-    wait = await throttle.retry_after(credentials.email, ip)
+    # SECURITY: counted before the check, so parallel guesses cannot outrun the limit.
+    wait = await throttle.take_attempt(credentials.email, ip)
     if wait is not None:
         return _login_form(request, email=email, status=429, next_path=next_path, error=(
             f"Too many failed attempts. Try again in {wait_text(wait)}, or reset your "
             "password."))
     async with request.app[POOL_KEY].acquire() as conn:
         account = await db.get_account_by_email(conn, credentials.email)
-        # SECURITY: argon2 runs whether or not the account exists (no timing oracle); in a
-        # thread, as its deliberate slowness would otherwise stall every other request.
-        is_good = await asyncio.to_thread(
-            verify_password, account.password_hash if account else _DUMMY_HASH,
-            credentials.password)
+        # SECURITY: argon2 runs whether or not the account exists (no timing oracle); in the
+        # hashing threads, as its deliberate slowness would otherwise stall every request.
+        is_good = await verify_password_off_loop(
+            account.password_hash if account else _DUMMY_HASH, credentials.password)
         if account is None or not is_good:
-            await throttle.record_failure(credentials.email, ip)
             if account is not None:
                 await audit(conn, "login.failed", actor=f"user:{account.id}",
                             user_id=account.id, client_ip=ip)
             return _login_form(request, email=email, status=401, next_path=next_path,
                                error="Wrong email or password.")
+        await throttle.give_back(credentials.email, ip)
         if not account.email_verified:
             token, token_hash = new_link_token()
             await db.insert_account_link(conn, account.id, "verify", token_hash,
@@ -222,11 +246,11 @@ async def login_post(request: web.Request) -> web.Response:
 async def _second_step(request: web.Request, account: AccountRow, code: str,
                        next_path: str) -> web.Response:
     async with request.app[POOL_KEY].acquire() as conn:
-        method, error = await check_second_factor(request, conn, account, code,
-                                                  allow_recovery=True)
-    if method is None:
-        return _totp_form(request, error=error, status=401, next_path=next_path)
-    return await _logged_in(request, account, next_path, method=method)
+        check = await check_second_factor(request, conn, account, code, allow_recovery=True)
+    if check.method is None:
+        return _totp_form(request, error=check.error, next_path=next_path,
+                          status=401 if check.retry_after is None else 429)
+    return await _logged_in(request, account, next_path, method=check.method)
 
 
 async def _logged_in(request: web.Request, account: AccountRow, next_path: str, *,
@@ -272,18 +296,33 @@ async def forgot_post(request: web.Request) -> web.Response:
     if "@" not in email or len(email) > 254:
         return render(request, "forgot.html", {
             "email": email, "error": "Enter the email address of your account."}, status=400)
+    settings = request.app[SETTINGS_KEY]
     ip = remote_ip(request)
+    wait = await request.app[THROTTLE_KEY].take_request(
+        "forgot", ip, settings.forgot_ip_limit, settings.forgot_ip_window)
+    if wait is not None:
+        return _too_many(request, "forgot.html", {"email": email, "error": (
+            "Too many password reset requests from your network. Try again in "
+            f"{wait_text(wait)}.")}, wait)
     async with request.app[POOL_KEY].acquire() as conn:
         account = await db.get_account_by_email(conn, email)
-        if account is not None:
-            token, token_hash = new_link_token()
-            await db.insert_account_link(conn, account.id, "reset", token_hash,
-                                         request.app[SETTINGS_KEY].reset_link_ttl)
-            await audit(conn, "password.reset_requested", actor=f"user:{account.id}",
-                        user_id=account.id, client_ip=ip)
-    if account is not None and await request.app[THROTTLE_KEY].allow_mail("reset", email):
-        await emails.deliver(request, emails.password_reset(request, account.email, token, ip))
+    if account is not None:
+        # SECURITY: the link is issued and mailed after the answer, so a known address is
+        # answered as fast as an unknown one (the SMTP round trip would tell them apart).
+        request.app[BACKGROUND_KEY].spawn(_send_reset_link(request, account, ip),
+                                          "password-reset-mail")
     return render(request, "forgot_sent.html", {"email": email})
+
+
+async def _send_reset_link(request: web.Request, account: AccountRow, ip: str) -> None:
+    async with request.app[POOL_KEY].acquire() as conn:
+        token, token_hash = new_link_token()
+        await db.insert_account_link(conn, account.id, "reset", token_hash,
+                                     request.app[SETTINGS_KEY].reset_link_ttl)
+        await audit(conn, "password.reset_requested", actor=f"user:{account.id}",
+                    user_id=account.id, client_ip=ip)
+    if await request.app[THROTTLE_KEY].allow_mail("reset", account.email):
+        await emails.deliver(request, emails.password_reset(request, account.email, token, ip))
 
 
 async def _reset_link_state(request: web.Request) -> tuple[LinkState, LinkRow | None]:
@@ -324,8 +363,7 @@ async def reset_post(request: web.Request) -> web.Response:
         # Single use: of two submissions racing with one link, only one gets here.
         if not await db.mark_account_link_used(conn, link.id):
             return _reset_problem(request, LinkState.USED)
-        await db.set_password_hash(conn, user_id, await asyncio.to_thread(hash_password,
-                                                                          password))
+        await db.set_password_hash(conn, user_id, await hash_password_off_loop(password))
         # The link proved the mailbox; every session (a thief's too) is logged out.
         await db.mark_email_verified(conn, user_id)
         await db.delete_user_sessions(conn, user_id)

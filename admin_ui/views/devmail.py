@@ -1,4 +1,5 @@
-"""The dev mailbox's pages: `/dev/mailbox` (HTML) and `/dev/mailbox.json`, on the admin port."""
+"""The dev mailbox's pages: `/dev/mailbox` (HTML) and `/dev/mailbox.json`, on the admin port,
+both newest first."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ async def mailbox_json(request: web.Request) -> web.Response:
 async def mailbox_html(request: web.Request) -> web.Response:
     entries: list[dict[str, Any]] = [
         {"message": m, "links": _URL.findall(m.body)}
-        for m in reversed(request.app[MAILBOX_KEY].messages)
+        for m in request.app[MAILBOX_KEY].messages
     ]
     return render(request, "dev_mailbox.html", {"entries": entries})
 

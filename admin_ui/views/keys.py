@@ -122,11 +122,12 @@ async def new_key_post(request: web.Request) -> web.Response:
     ip = remote_ip(request)
     async with request.app[POOL_KEY].acquire() as conn:
         if wanted.totp is not None:
-            method, error = await check_second_factor(request, conn, account, wanted.totp,
-                                                      allow_recovery=False)
-            if method is None:
-                return _form_page(request, account, values=values, errors={"totp": error or ""},
-                                  status=400)
+            check = await check_second_factor(request, conn, account, wanted.totp,
+                                              allow_recovery=False)
+            if check.method is None:
+                return _form_page(request, account, values=values,
+                                  errors={"totp": check.error or ""},
+                                  status=400 if check.retry_after is None else 429)
         token, token_hash = new_link_token()
         async with conn.transaction():
             # The row lock serialises one user's concurrent creations: the limit holds.

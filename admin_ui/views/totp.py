@@ -2,10 +2,13 @@
 
 `check_second_factor` is the one place a TOTP or recovery code is accepted: login, key
 creation and disabling 2FA all go through it, so they share the replay rule (a time step is
-accepted once per user) and the failure limit (counted like wrong passwords).
+accepted once per user) and the failure limit (shared with passwords, counted before the
+check).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import asyncpg
 from aiohttp import web
@@ -29,7 +32,7 @@ from admin_ui.sessions import current_user, redirect, remote_ip
 from admin_ui.throttle import THROTTLE_KEY
 from gateway.keys.lifecycle import audit
 
-__all__ = ["check_second_factor", "totp_page", "totp_post", "wait_text"]
+__all__ = ["FactorCheck", "check_second_factor", "totp_page", "totp_post", "wait_text"]
 
 
 def wait_text(seconds: int) -> str:
@@ -42,17 +45,27 @@ def _context(account: AccountRow) -> str:
     return f"user:{account.id}"
 
 
+class FactorCheck(NamedTuple):
+    """What `check_second_factor` found: the method when the code was good, else a message
+    for the user, and `retry_after` seconds when the code was not even checked (throttled)."""
+
+    method: str | None
+    error: str | None = None
+    retry_after: int | None = None
+
+
 async def check_second_factor(
     request: web.Request, conn: asyncpg.Connection, account: AccountRow, code: str, *,
     allow_recovery: bool,
-) -> tuple[str | None, str | None]:
-    """`(method, None)` with method `totp` or `recovery` when the code is good, else
-    `(None, message for the user)`. Failures are counted and audited."""
+) -> FactorCheck:
+    """Check a TOTP code (or, with `allow_recovery`, a recovery code). Every attempt is
+    counted before it is checked; wrong ones are audited."""
     throttle = request.app[THROTTLE_KEY]
     ip = remote_ip(request)
-    wait = await throttle.retry_after(account.email, ip)
+    wait = await throttle.take_attempt(account.email, ip)
     if wait is not None:
-        return None, f"Too many failed attempts. Try again in {wait_text(wait)}."
+        return FactorCheck(None, f"Too many failed attempts. Try again in {wait_text(wait)}.",
+                           wait)
     keys = request.app[KEYS_KEY]
     code = normalise_code(code)
     method: str | None = None
@@ -73,13 +86,13 @@ async def check_second_factor(
             await emails.deliver(request, emails.recovery_code_used_notice(
                 request, account.email, remaining=remaining, ip=ip))
     if method is not None:
-        return method, None
-    await throttle.record_failure(account.email, ip)
+        await throttle.give_back(account.email, ip)
+        return FactorCheck(method)
     await audit(conn, "2fa.failed", actor=f"user:{account.id}", user_id=account.id,
                 client_ip=ip)
     hint = " or one of your recovery codes" if allow_recovery else ""
-    return None, (f"That code is not valid, or was already used. Enter the current 6-digit "
-                  f"code from your authenticator app{hint}.")
+    return FactorCheck(None, "That code is not valid, or was already used. Enter the current "
+                             f"6-digit code from your authenticator app{hint}.")
 
 
 async def _enable_page(request: web.Request, conn: asyncpg.Connection, account: AccountRow,
@@ -126,10 +139,11 @@ async def totp_post(request: web.Request) -> web.Response:
         if action == "enable" and not account.totp_enabled:
             return await _enable(request, conn, account, code, ip)
         if action == "disable" and account.totp_enabled:
-            method, error = await check_second_factor(request, conn, account, code,
-                                                      allow_recovery=True)
-            if method is None:
-                return await _status_page(request, conn, account, error=error, status=400)
+            check = await check_second_factor(request, conn, account, code,
+                                              allow_recovery=True)
+            if check.method is None:
+                return await _status_page(request, conn, account, error=check.error,
+                                          status=400 if check.retry_after is None else 429)
             await db.disable_totp(conn, account.id)
             await audit(conn, "2fa.disabled", actor=f"user:{account.id}", user_id=account.id,
                         client_ip=ip)
@@ -145,7 +159,7 @@ async def _enable(request: web.Request, conn: asyncpg.Connection, account: Accou
                   code: str, ip: str) -> web.Response:
     throttle = request.app[THROTTLE_KEY]
     keys = request.app[KEYS_KEY]
-    wait = await throttle.retry_after(account.email, ip)
+    wait = await throttle.take_attempt(account.email, ip)
     if wait is not None:
         return await _enable_page(request, conn, account, status=429, error=(
             f"Too many failed attempts. Try again in {wait_text(wait)}."))
@@ -153,12 +167,12 @@ async def _enable(request: web.Request, conn: asyncpg.Connection, account: Accou
         if account.totp_secret_enc else None
     step = None if secret is None else match_totp(secret, code, last_step=None)
     if step is None:
-        await throttle.record_failure(account.email, ip)
         await audit(conn, "2fa.failed", actor=f"user:{account.id}", user_id=account.id,
                     client_ip=ip, detail={"during": "enable"})
         return await _enable_page(request, conn, account, status=400, error=(
             "That code does not match. Check your device's clock and enter the 6-digit code "
             "your authenticator app shows now."))
+    await throttle.give_back(account.email, ip)
     codes = new_recovery_codes()
     async with conn.transaction():
         if not await db.enable_totp(conn, account.id, step,

@@ -113,6 +113,11 @@ class Settings:
     session_ttl: float = 43200.0
     login_fail_limit: int = 10
     login_fail_window: float = 900.0
+    # Sign-ups and password reset requests one client IP may make a window.
+    signup_ip_limit: int = 5
+    signup_ip_window: float = 3600.0
+    forgot_ip_limit: int = 5
+    forgot_ip_window: float = 3600.0
     audit_retention: float = 365 * 86400.0
 
     @property

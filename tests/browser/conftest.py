@@ -70,7 +70,7 @@ async def _stack(settings: Settings, **overrides: Any) -> AsyncIterator[Stack]:
     mail_port, admin_port = free_port(), free_port()
     admin_url = f"http://127.0.0.1:{admin_port}"
     live = settings.replace(upstream_url=sandbox.url, admin_url=admin_url,
-                            smtp_url=f"smtp://127.0.0.1:{mail_port}", **overrides)
+                            smtp_url=f"smtp://127.0.0.1:{mail_port}?tls=off", **overrides)
     mailbox = DevMailbox()
     sink = await start_mail_sink(mailbox, "127.0.0.1", mail_port)
     gateway: RunningGateway | None = None

@@ -48,7 +48,7 @@ async def mails(page: Any, stack: Stack, to: str, subject_part: str) -> list[dic
 
 
 async def last_link(page: Any, stack: Stack, to: str, subject_part: str) -> str:
-    body = (await mails(page, stack, to, subject_part))[-1]["body"]
+    body = (await mails(page, stack, to, subject_part))[0]["body"]  # newest first
     match = re.search(r"https?://\S+", body)
     assert match, body
     assert match.group(0).startswith(stack.admin_url), "links come from GATEWAY_ADMIN_URL"
@@ -214,7 +214,7 @@ async def test_links_resend_sixth_ip_csrf_and_logged_out(browser: Any, stack: St
     first = await last_link(page, stack, email, "\u201cresent\u201d")
     await page.get_by_role("button", name="Resend the email").click()
     await page.get_by_text("We sent a new confirmation link").wait_for()
-    second = (await mails(page, stack, email, "\u201cresent\u201d"))[-1]["body"]
+    second = (await mails(page, stack, email, "\u201cresent\u201d"))[0]["body"]
     second_link = re.search(r"https?://\S+", second).group(0)  # type: ignore[union-attr]
     assert second_link != first
     await page.goto(first)
