@@ -91,7 +91,8 @@ class Gateway:
                              settings.key_cache_stale_ttl, settings.key_cache_size)
         self.store = LayeredKeyStore(memory, redis_cache,
                                      PostgresKeyStore(self.pool, settings.store_timeout))
-        self.limiter = (RateLimiter(pipe, settings.redis_prefix)
+        self.limiter = (RateLimiter(pipe, settings.redis_prefix,
+                                    lease_ttl=settings.rate_limit_lease_ttl)
                         if settings.rate_limits else None)
         self.guard = AuthFailureGuard(self.redis, settings.redis_prefix, settings.auth_fail_limit,
                                       settings.auth_fail_window, settings.ip_block_duration,

@@ -65,6 +65,8 @@ class Settings:
     trusted_proxies: tuple[Network, ...] = ()
     data_dir: Path = Path(".keygate")
     rate_limits: bool = True
+    # How long a process may spend its lease of a counter's budget (0: ask Redis each time).
+    rate_limit_lease_ttl: float = 0.5
     redis_prefix: str = "keygate:"
     log_format: str = "text"
     # TLS termination in the process itself (leave unset behind a TLS load balancer).

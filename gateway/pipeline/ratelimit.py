@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 
+from gateway.config.routes import RateLimit
 from gateway.http.errors import RateLimited
 from gateway.pipeline.context import RequestContext
-from gateway.pipeline.limiter import RateLimiter
+from gateway.pipeline.limiter import RateLimiter, Taken
 
 __all__ = ["apply_rate_limit"]
 
@@ -14,20 +16,29 @@ __all__ = ["apply_rate_limit"]
 def apply_rate_limit(ctx: RequestContext) -> Awaitable[None] | None:
     """Reads `ctx.route`, `ctx.key`, `ctx.client_ip`; adds `ctx.rate_limit`/`rate_remaining`.
 
-    Raises `RateLimited` (429 with Retry-After). With rate limits off, returns at once
-    (no coroutine to make and await on every request).
+    Raises `RateLimited` (429 with Retry-After). Answers at once while the process holds a
+    lease of the counter's budget; waits for Redis only to get one.
     """
     limiter = ctx.services.limiter
     if limiter is None:
         return None
-    return _count(ctx, limiter)
+    route = ctx.route
+    assert route is not None
+    limit = route.rate_limit
+    taken = limiter.take(limiter.counter_key(limit, ctx.key, ctx.client_ip_text), limit)
+    if isinstance(taken, asyncio.Future):
+        return _settle_later(ctx, limiter, limit, taken)
+    _settle(ctx, limiter, limit, taken)
+    return None
 
 
-async def _count(ctx: RequestContext, limiter: RateLimiter) -> None:
-    assert ctx.route is not None
-    limit = ctx.route.rate_limit
-    counter = limiter.counter_key(limit, ctx.key, ctx.client_ip_text)
-    allowed, retry_after, remaining = await limiter.hit(counter, limit)
+async def _settle_later(ctx: RequestContext, limiter: RateLimiter, limit: RateLimit,
+                        taken: asyncio.Future[Taken]) -> None:
+    _settle(ctx, limiter, limit, await taken)
+
+
+def _settle(ctx: RequestContext, limiter: RateLimiter, limit: RateLimit, taken: Taken) -> None:
+    allowed, retry_after, remaining = taken
     ctx.rate_limit = limit.limit
     ctx.rate_remaining = remaining
     if not allowed:
