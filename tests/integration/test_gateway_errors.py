@@ -1,4 +1,4 @@
-"""Needs: PostgreSQL and Redis (tests/conftest.py). Every error code of DESIGN.md's table,
+"""Needs: PostgreSQL and Redis (tests/conftest.py). Every error code of the contract's table,
 produced by a real request through the real gateway in front of the sandbox exchange."""
 
 from __future__ import annotations

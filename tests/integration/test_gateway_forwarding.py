@@ -8,6 +8,7 @@ import hashlib
 import resource
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -26,6 +27,7 @@ from tests.support.servers import (
 pytestmark = pytest.mark.integration
 
 BALANCES = "/public/v1/account/balances"
+FIXTURE_ROUTES = Path(__file__).resolve().parents[1] / "fixtures" / "routes.yaml"
 
 
 async def last_request(sandbox: RunningApp) -> dict[str, object]:
@@ -267,3 +269,35 @@ async def test_100mb_body_streams_through_in_bounded_memory(
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert received == size and digest.digest() == sent.digest()
     assert grown_mb < 40, f"peak memory grew by {grown_mb:.0f} MB for a 100 MB body"
+
+
+async def test_an_escaped_literal_segment_takes_its_literal_route(
+    settings: Settings, sandbox: RunningApp, db: asyncpg.Pool, tmp_path: Path,
+) -> None:
+    """`%63ancel-all-after` is `cancel-all-after` to the upstream: it must meet the literal
+    route's permission, never slip through as an `{order_id}`."""
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(FIXTURE_ROUTES.read_text().replace(
+        '  - {path: "/public/v1/account/orders/{order_id}", methods: [DELETE], permission: trade}',
+        '  - {path: "/public/v1/account/orders/{order_id}", methods: [DELETE], permission: trade}\n'
+        '  - {path: /public/v1/account/orders/cancel-all-after, methods: [DELETE],'
+        ' permission: withdraw}'))
+    gateway_settings = settings.replace(upstream_url=sandbox.url, routes_path=routes)
+    trader = await issue_key(db, gateway_settings, ["trade"])
+    both = await issue_key(db, gateway_settings, ["trade", "withdraw"], user_id=trader.user_id)
+    running = await start_gateway(gateway_settings)
+    try:
+        for escaped in ("%63ancel-all-after", "%63%61ncel-all-after", "cancel%2Dall%2dafter"):
+            response = await raw_request(running.port, (
+                f"DELETE /public/v1/account/orders/{escaped} HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {trader.token}\r\nConnection: close\r\n\r\n").encode())
+            assert response.startswith(b"HTTP/1.1 403"), (escaped, response[:200])
+            assert b'"MISSING_PERMISSION"' in response and b"withdraw" in response
+        response = await raw_request(running.port, (
+            "DELETE /public/v1/account/orders/%63ancel-all-after HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {both.token}\r\nConnection: close\r\n\r\n").encode())
+        assert not response.startswith(b"HTTP/1.1 403"), response[:200]
+        assert (await last_request(sandbox))["path"] == (
+            "/public/v1/account/orders/cancel-all-after")  # forwarded decoded, as matched
+    finally:
+        await running.stop()

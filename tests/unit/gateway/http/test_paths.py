@@ -25,6 +25,14 @@ from gateway.http.paths import normalise_path
         ("/public/v1/account/orders/client/..", "/public/v1/account/orders"),
         ("/public/v1/order-book/BTC_EUR", "/public/v1/order-book/BTC_EUR"),
         ("/public/v1/a%20b", "/public/v1/a%20b"),  # a harmless escape is kept as sent
+        ("/public/v1/a%c3%a9", "/public/v1/a%C3%A9"),  # with upper-case hex digits
+        # Escapes of unreserved characters are the characters themselves (RFC 3986 6.2.2.2).
+        ("/public/v1/account/orders/%63ancel-all-after",
+         "/public/v1/account/orders/cancel-all-after"),
+        ("/public/v1/account/orders/%63lient/x", "/public/v1/account/orders/client/x"),
+        ("/public/v1/%74%69%6D%65", "/public/v1/time"),
+        ("/public/v1/a%2Db%5Fc%7Ed", "/public/v1/a-b_c~d"),
+        ("/public/v1/a%2B", "/public/v1/a%2B"),  # '+' is reserved: kept escaped
         ("/public/v1/x...y/~me", "/public/v1/x...y/~me"),
         ("/", "/"),
     ],

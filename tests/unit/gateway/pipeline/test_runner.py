@@ -1,4 +1,4 @@
-"""Which steps a gateway runs: DESIGN.md's order, less what its settings turn off."""
+"""Which steps a gateway runs: the contract's order, less what its settings turn off."""
 
 from __future__ import annotations
 
