@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint bench install test-deps clean
+.PHONY: run test lint bench install test-deps clean deploy-smoke
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ lint: $(TEST_STAMP)
 
 bench: $(TEST_STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# deploy/docker-compose.yml on a real Docker, brought up, exercised and torn down (minutes;
+# not part of `make test` or CI). SMOKE_ARGS=--keep leaves the stack running.
+deploy-smoke:
+	$(PYTHON) deploy/smoke $(SMOKE_ARGS)
 
 clean:
 	rm -rf $(VENV) .keygate tests/artifacts

@@ -134,6 +134,7 @@ def test_dockerfile_is_slim_non_root_with_a_healthcheck() -> None:
 
 
 def test_haproxy_passes_the_client_ip() -> None:
+    # How (replaced, never appended to): tests/unit/test_deploy_proxies.py.
     text = (DEPLOY / "haproxy" / "haproxy.cfg").read_text()
-    assert "option forwardfor" in text
+    assert "set-header X-Forwarded-For %[src]" in text
     assert "X-Forwarded-Proto" in text
