@@ -27,11 +27,15 @@ defaults
     timeout connect 5s
     timeout client 60s
     timeout server 60s
-    # Append the client's address to X-Forwarded-For; the gateways trust this proxy only.
-    option forwardfor
 
 frontend keygate
     bind 127.0.0.1:{port}
+    # As deploy/haproxy/haproxy.cfg: the client's own X-Forwarded-* are dropped and
+    # X-Forwarded-For is set to the client's address, never appended to; the gateways
+    # trust this proxy only.
+    http-request del-header X-Forwarded- -m beg
+    http-request del-header Forwarded
+    http-request set-header X-Forwarded-For %[src]
     # Stands in for TLS termination at the balancer (deploy/ uses `if {{ ssl_fc }}`).
     http-request set-header X-Forwarded-Proto https
     default_backend gateways
