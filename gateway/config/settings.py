@@ -72,6 +72,9 @@ class Settings:
     # TLS termination in the process itself (leave unset behind a TLS load balancer).
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # The authorities an https upstream's certificate is checked against (default: the
+    # system's).
+    upstream_ca_file: Path | None = None
     access_log: bool = True
 
     # Key cache.
@@ -291,6 +294,7 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "data_dir": lambda v: Path(_parse_str(v)),
     "tls_cert": lambda v: _existing_file(v),
     "tls_key": lambda v: _existing_file(v),
+    "upstream_ca_file": lambda v: _existing_file(v),
     "rate_limits": _parse_bool,
     "redis_prefix": _parse_str,
     "log_format": _parse_log_format,
@@ -333,6 +337,7 @@ ENV_VARS: dict[str, str] = {
     "GATEWAY_ACCESS_LOG": "access_log",
     "GATEWAY_TLS_CERT": "tls_cert",
     "GATEWAY_TLS_KEY": "tls_key",
+    "GATEWAY_UPSTREAM_CA_FILE": "upstream_ca_file",
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-__all__ = ["TlsError", "server_context"]
+__all__ = ["TlsError", "server_context", "upstream_context"]
 
 
 class TlsError(Exception):
@@ -31,4 +31,16 @@ def server_context(cert: Path, key: Path | None = None) -> ssl.SSLContext:
     except (ssl.SSLError, OSError) as exc:
         raise TlsError(f"{cert}{f' / {key}' if key else ''}: not a usable PEM certificate "
                        f"and key: {exc}") from exc
+    return context
+
+
+def upstream_context(cafile: Path | None = None) -> ssl.SSLContext:
+    """A client-side context for https upstreams: certificates and host names verified, against
+    the system's authorities or the PEM bundle `cafile` (a private authority)."""
+    try:
+        context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    except (ssl.SSLError, OSError) as exc:
+        raise TlsError(f"{cafile}: not a usable PEM bundle of certificates: {exc}") from exc
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
     return context

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from gateway.config.tls import upstream_context
 from gateway.edge.upstream import UpstreamPools
 from gateway.http.client_ip import is_trusted
 from gateway.http.errors import answer_bytes
@@ -36,7 +37,8 @@ class Edge:
         self.is_tls = is_tls
         self.scheme = "https" if is_tls else "http"
         self.pools = UpstreamPools(settings.upstream_connections,
-                                   settings.upstream_connect_timeout)
+                                   settings.upstream_connect_timeout,
+                                   upstream_context(settings.upstream_ca_file))
         self.connections: set[ClientConnection] = set()
         self._per_ip: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()

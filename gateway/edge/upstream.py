@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from gateway.config.tls import upstream_context
 from gateway.pipeline.headers import ResponseHead, read_response_headers
 
 __all__ = ["UpstreamConnection", "UpstreamPool", "UpstreamPools", "UpstreamUser"]
@@ -169,14 +170,15 @@ class UpstreamConnection(asyncio.Protocol):
 class UpstreamPool:
     """Connections to one origin: idle ones reused newest first, at most `limit` open."""
 
-    def __init__(self, origin: str, limit: int, connect_timeout: float) -> None:
+    def __init__(self, origin: str, limit: int, connect_timeout: float,
+                 tls: ssl.SSLContext | None = None) -> None:
         parts = urlsplit(origin)
         self.origin = origin
         self.host = parts.hostname or "127.0.0.1"
         self.is_tls = parts.scheme == "https"
         self.port = parts.port or (443 if self.is_tls else 80)
         self.host_header = parts.netloc.encode("idna") if parts.netloc else self.host.encode()
-        self._ssl: ssl.SSLContext | None = ssl.create_default_context() if self.is_tls else None
+        self._ssl = (tls or upstream_context()) if self.is_tls else None
         self._limit = max(1, limit)
         self._connect_timeout = connect_timeout
         self._idle: list[UpstreamConnection] = []
@@ -261,16 +263,18 @@ class UpstreamPool:
 class UpstreamPools:
     """One pool per origin the route table names, made when first asked for."""
 
-    def __init__(self, limit: int, connect_timeout: float) -> None:
+    def __init__(self, limit: int, connect_timeout: float,
+                 tls: ssl.SSLContext | None = None) -> None:
         self._limit = limit
         self._connect_timeout = connect_timeout
+        self._tls = tls
         self._pools: dict[str, UpstreamPool] = {}
 
     def get(self, origin: str) -> UpstreamPool:
         pool = self._pools.get(origin)
         if pool is None:
             pool = self._pools[origin] = UpstreamPool(origin, self._limit,
-                                                      self._connect_timeout)
+                                                      self._connect_timeout, self._tls)
         return pool
 
     def close(self) -> None:

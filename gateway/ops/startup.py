@@ -131,6 +131,13 @@ def tls_problems(settings: Settings) -> list[str]:
         _ = settings.ssl_context
     except SettingsError as exc:
         return [f"error: {line}" for line in exc.problems]
+    if settings.upstream_ca_file is not None:
+        from gateway.config.tls import TlsError, upstream_context
+
+        try:
+            upstream_context(settings.upstream_ca_file)
+        except TlsError as exc:
+            return [f"error: GATEWAY_UPSTREAM_CA_FILE: {exc}"]
     return []
 
 

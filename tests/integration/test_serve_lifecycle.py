@@ -157,3 +157,41 @@ async def test_restarted_worker_stops_with_the_supervisor(gateway_settings: Sett
         assert not alive, f"workers outlived the supervisor: {[p.pid for p in alive]}"
     finally:
         process.stop()
+
+
+async def test_an_https_upstream_is_verified_and_served(settings: Settings, db: asyncpg.Pool,
+                                                        tmp_path: Path) -> None:
+    """The upstream leg speaks TLS to an https origin, checking its certificate: against the
+    configured authority it is served, against the system's a self-signed one is refused."""
+    from aiohttp import web
+
+    from sandbox import build_sandbox_app
+    from tests.support.servers import start_gateway
+
+    cert, key_file = self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(str(cert), str(key_file))
+    runner = web.AppRunner(build_sandbox_app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    origin = f"https://localhost:{port}"
+    key = await issue_key(db, settings)
+    trusting = await start_gateway(settings.replace(upstream_url=origin, upstream_ca_file=cert))
+    doubting = await start_gateway(settings.replace(upstream_url=origin))
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(3):  # the pooled TLS connection is reused
+                async with http.get(trusting.url + "/public/v1/account/balances",
+                                    headers={"Authorization": f"Bearer {key.token}"}) as resp:
+                    assert resp.status == 200
+                    assert "balances" in await resp.json()
+            async with http.get(doubting.url + "/public/v1/account/balances",
+                                headers={"Authorization": f"Bearer {key.token}"}) as resp:
+                assert resp.status == 502  # SECURITY: an unverified upstream gets nothing
+                assert (await resp.json())["error"] == "SERVICE_UNAVAILABLE"
+    finally:
+        await trusting.stop()
+        await doubting.stop()
+        await runner.cleanup()
