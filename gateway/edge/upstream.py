@@ -86,7 +86,7 @@ class UpstreamConnection(asyncio.Protocol):
         user, self.user = self.user, None
         if user is None:
             return
-        if self._eof_framed:  # the end of the connection is the end of this answer
+        if self._eof_framed and exc is None:  # a clean close ends an answer framed by it
             user.upstream_done(False)
         else:
             user.upstream_lost(exc)

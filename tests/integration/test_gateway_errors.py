@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -280,6 +282,9 @@ _HALF_ANSWERS = {
                       b"Content-Length: 1000\r\n\r\n{\"partial\": ",
     "chunked": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                b"Transfer-Encoding: chunked\r\n\r\nc\r\n{\"partial\": \r\n",
+    # Framed by the end of the connection: a reset is not that end.
+    "end of connection": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n"
+                         b"{\"partial\": ",
 }
 
 
@@ -293,7 +298,10 @@ async def test_an_upstream_that_dies_mid_answer_cuts_the_client_off(
         writer.write(_HALF_ANSWERS[framing])
         await writer.drain()
         await asyncio.sleep(0.1)
-        writer.transport.abort()  # reset, mid-body
+        # A reset, mid-body: an RST (a FIN would be the end of an answer framed by it).
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
 
     upstream = await asyncio.start_server(half_answer, "127.0.0.1", 0)
     port = upstream.sockets[0].getsockname()[1]
@@ -306,6 +314,38 @@ async def test_an_upstream_that_dies_mid_answer_cuts_the_client_off(
                 with pytest.raises(aiohttp.ClientPayloadError):
                     await resp.read()
         assert _aborted_count() == before + 1
+    finally:
+        await running.stop()
+        upstream.close()
+
+
+async def test_an_answer_framed_by_the_end_of_the_connection_arrives_whole(
+        settings: Settings) -> None:
+    """No length, no chunks: the upstream's clean close ends the answer. The client gets it
+    all, framed (chunked), and the connection is not pooled."""
+    connections = 0
+
+    async def answer_and_close(reader: asyncio.StreamReader,
+                               writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n")
+        await writer.drain()
+        writer.write(b'{"whole": true}')
+        writer.close()
+
+    upstream = await asyncio.start_server(answer_and_close, "127.0.0.1", 0)
+    port = upstream.sockets[0].getsockname()[1]
+    running = await start_gateway(settings.replace(upstream_url=f"http://127.0.0.1:{port}"))
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(2):
+                async with http.get(running.url + "/public/v1/time") as resp:
+                    assert resp.status == 200
+                    assert resp.headers.get("Transfer-Encoding") == "chunked"
+                    assert await resp.json() == {"whole": True}
+        assert connections == 2  # each answer ended its connection: none was reused
     finally:
         await running.stop()
         upstream.close()
