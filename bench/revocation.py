@@ -84,7 +84,7 @@ async def _phase(name: str, deletions: int, database_url: str, redis_url: str, p
                  ) -> dict[str, object]:
     conn = await asyncpg.connect(database_url)
     client = connect_redis(redis_url, 1.0)
-    cache = RedisKeyCache(client, prefix, 60, 5, 3600)
+    cache = RedisKeyCache(client, prefix, 60, 5, 3600, mac_keys=())  # tombstones only
     connector = aiohttp.TCPConnector(limit=0)
     sessions = [aiohttp.ClientSession(connector=connector, connector_owner=False)
                 for _ in urls]

@@ -22,6 +22,7 @@ import asyncpg
 from bench.load import percentile
 from gateway.config.settings import Settings
 from gateway.keys.tokens import generate_key_id, generate_token, hash_secret
+from gateway.store.base import record_mac_key
 from gateway.store.layered import LayeredKeyStore
 from gateway.store.memory import MemoryCache
 from gateway.store.postgres import PostgresKeyStore, create_pool
@@ -131,7 +132,8 @@ async def _run(database_url: str, redis_url: str, keys: int, lookups: int, concu
             # A fresh prefix: nothing of this run's keys is in Redis yet.
             redis_cache = RedisKeyCache(client, f"kgbench:{secrets.token_hex(6)}:",
                                         settings.redis_key_ttl, settings.negative_cache_ttl,
-                                        settings.tombstone_ttl, pipe=pipe)
+                                        settings.tombstone_ttl, pipe=pipe,
+                                        mac_keys=(record_mac_key(secrets.token_hex(16)),))
             memory = MemoryCache(settings.key_cache_ttl, settings.negative_cache_ttl,
                                  settings.key_cache_stale_ttl, settings.key_cache_size)
             return LayeredKeyStore(memory, redis_cache, postgres)

@@ -195,6 +195,8 @@ class Gateway:
             "memory.miss": below_memory,
             "redis.hit": stats.redis_hits if has_redis else 0,
             "redis.miss": (below_memory - stats.redis_hits) if has_redis else 0,
+            # Records that failed their MAC (forged, or from another pepper): read as misses.
+            "redis.rejected": store.redis.rejected if store.redis is not None else 0,
             "postgres.answered": stats.postgres_hits,
             "postgres.stale": stats.stale_served,
             "postgres.unavailable": stats.unavailable,

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.config.settings import Network
 
-__all__ = ["KeyRecord", "KeyStore", "decode_record", "encode_record"]
+__all__ = ["KeyRecord", "KeyStore", "RecordRejected", "decode_record", "encode_record",
+           "record_mac_key"]
+
+# A record in Redis reads `1.<hex MAC>.<JSON>`; the MAC covers the key id and the JSON.
+_VERSION = b"1"
+_MAC_HEX = 64
+_MAC_CONTEXT = b"keygate redis record mac v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +48,24 @@ class KeyStore(Protocol):
     async def aclose(self) -> None: ...
 
 
-def encode_record(record: KeyRecord) -> bytes:
-    """The Redis representation of a record."""
-    return json.dumps(
+class RecordRejected(ValueError):
+    """A Redis value that is not a record this gateway wrote: a bad MAC, or malformed."""
+
+
+def record_mac_key(pepper: str) -> bytes:
+    """The key of Redis record MACs, derived from the pepper (never the pepper itself)."""
+    return hmac.new(pepper.encode(), _MAC_CONTEXT, hashlib.sha256).digest()
+
+
+def _mac(mac_key: bytes, key_id: str, body: bytes) -> bytes:
+    # The key id is MAC'd with the body: a record copied under another key id fails.
+    message = b"%s\0%s\0%s" % (_VERSION, key_id.encode(), body)
+    return hmac.new(mac_key, message, hashlib.sha256).hexdigest().encode()
+
+
+def encode_record(record: KeyRecord, mac_key: bytes) -> bytes:
+    """The Redis representation of a record, MAC'd under `mac_key`."""
+    body = json.dumps(
         {
             "a": record.account_id,
             "p": sorted(record.permissions),
@@ -51,16 +75,30 @@ def encode_record(record: KeyRecord) -> bytes:
         },
         separators=(",", ":"),
     ).encode()
+    return b"%s.%s.%s" % (_VERSION, _mac(mac_key, record.key_id, body), body)
 
 
-def decode_record(key_id: str, data: bytes) -> KeyRecord:
-    """Inverse of `encode_record`."""
-    raw = json.loads(data)
-    return KeyRecord(
-        key_id=key_id,
-        account_id=int(raw["a"]),
-        permissions=frozenset(raw["p"]),
-        allowed_ips=tuple(ipaddress.ip_network(n) for n in raw["i"]),
-        secret_hash=bytes.fromhex(raw["h"]),
-        hash_version=int(raw["v"]),
-    )
+def decode_record(key_id: str, data: bytes, mac_keys: Iterable[bytes]) -> KeyRecord:
+    """Inverse of `encode_record`; raises `RecordRejected` unless one of `mac_keys` made it.
+
+    Nothing of the body is read before its MAC is checked.
+    """
+    version, _, rest = data.partition(b".")
+    mac, _, body = rest.partition(b".")
+    if version != _VERSION or len(mac) != _MAC_HEX or not body:
+        raise RecordRejected("not a MAC'd record")
+    # SECURITY: constant-time compare; whoever can write Redis cannot forge a record.
+    if not any(hmac.compare_digest(_mac(k, key_id, body), mac) for k in mac_keys):
+        raise RecordRejected("bad MAC")
+    try:
+        raw = json.loads(body)
+        return KeyRecord(
+            key_id=key_id,
+            account_id=int(raw["a"]),
+            permissions=frozenset(raw["p"]),
+            allowed_ips=tuple(ipaddress.ip_network(n) for n in raw["i"]),
+            secret_hash=bytes.fromhex(raw["h"]),
+            hash_version=int(raw["v"]),
+        )
+    except (ValueError, KeyError, TypeError) as exc:  # MAC'd, so written by a gateway: a bug
+        raise RecordRejected(f"malformed record: {exc!r}") from None

@@ -1,7 +1,8 @@
 """The Redis layer: a shared cache of key records, tombstones and the invalidation channel.
 
 Values under `<prefix>key:<key_id>`:
-* an encoded record (TTL `redis_key_ttl`),
+* an encoded record (TTL `redis_key_ttl`), MAC'd with a key derived from the pepper and bound
+  to the key id: whoever can write Redis cannot forge one, and one that fails is a miss,
 * `-` for "no such active key" (TTL `negative_cache_ttl`),
 * `x` for a deleted key (TTL `tombstone_ttl`): written with a plain SET by the deleter, while
   refills use SET NX, so a refill that read PostgreSQL before the delete cannot overwrite it.
@@ -16,7 +17,13 @@ import time
 import redis.asyncio as aioredis
 
 from gateway.config.settings import Settings
-from gateway.store.base import KeyRecord, decode_record, encode_record
+from gateway.store.base import (
+    KeyRecord,
+    RecordRejected,
+    decode_record,
+    encode_record,
+    record_mac_key,
+)
 from gateway.store.errors import REDIS_ERRORS
 from gateway.store.resp import ClientPipe, Pipe, call
 
@@ -26,6 +33,7 @@ log = logging.getLogger(__name__)
 
 NEGATIVE = b"-"
 TOMBSTONE = b"x"
+_WARNED_MAX = 10_000  # key ids warned about; forgotten all at once past this
 
 
 class RedisUnavailable(Exception):
@@ -55,7 +63,11 @@ class RedisKeyCache:
         tombstone_ttl: float,
         retry_after: float = 1.0,
         pipe: Pipe | None = None,
+        *,
+        mac_keys: tuple[bytes, ...],
     ) -> None:
+        """`mac_keys`: the first MACs what is written, any of them is accepted on reading
+        (older peppers' keys, while the pepper rotates). None: no record is cached."""
         self.client = client
         # Lookups and fills: over the caller's lean connection when it has one.
         self._pipe = pipe if pipe is not None else ClientPipe(client)
@@ -66,13 +78,18 @@ class RedisKeyCache:
         self._retry_after = retry_after
         self._down_until = 0.0
         self._fills: set[asyncio.Future[list[object]]] = set()
+        self._mac_keys = mac_keys
+        self.rejected = 0  # values that failed their MAC or did not parse: read as misses
+        self._warned: set[str] = set()
 
     @classmethod
     def from_settings(cls, client: aioredis.Redis, settings: Settings,
                       pipe: Pipe | None = None) -> RedisKeyCache:
         """The cache every gateway, deleter and test shares: prefix and TTLs from settings."""
+        peppers = [settings.key_pepper, *settings.old_key_peppers.values()]
         return cls(client, settings.redis_prefix, settings.redis_key_ttl,
-                   settings.negative_cache_ttl, settings.tombstone_ttl, pipe=pipe)
+                   settings.negative_cache_ttl, settings.tombstone_ttl, pipe=pipe,
+                   mac_keys=tuple(record_mac_key(p) for p in peppers if p))
 
     def cache_key(self, key_id: str) -> str:
         return f"{self.prefix}key:{key_id}"
@@ -103,7 +120,23 @@ class RedisKeyCache:
             return False, None
         if data in (NEGATIVE, TOMBSTONE):
             return True, None
-        return True, decode_record(key_id, data if isinstance(data, bytes) else str(data).encode())
+        try:
+            return True, decode_record(
+                key_id, data if isinstance(data, bytes) else str(data).encode(), self._mac_keys)
+        except RecordRejected as exc:
+            self._reject(key_id, exc)
+            return False, None
+
+    def _reject(self, key_id: str, exc: RecordRejected) -> None:
+        # SECURITY: never a hit; PostgreSQL answers. The forged value stays until it expires
+        # (a NX fill does not replace it), so the memory layer absorbs the extra lookups.
+        self.rejected += 1
+        if key_id not in self._warned:
+            if len(self._warned) >= _WARNED_MAX:
+                self._warned.clear()
+            self._warned.add(key_id)
+            log.warning("redis record of key %s rejected (%s): reading PostgreSQL instead",
+                        key_id, exc)
 
     def fill(self, key_id: str, record: KeyRecord | None) -> None:
         """Cache a PostgreSQL answer unless something (a tombstone) is already there.
@@ -112,10 +145,11 @@ class RedisKeyCache:
         (`RespPipe`), whatever is sent after it reaches Redis after it. A fill that fails
         marks Redis down, as a failed lookup does.
         """
-        if not self.is_up:
+        if not self.is_up or (record is not None and not self._mac_keys):
             return
         value, ttl = (
-            (encode_record(record), self._ttl) if record else (NEGATIVE, self._negative_ttl)
+            (encode_record(record, self._mac_keys[0]), self._ttl) if record
+            else (NEGATIVE, self._negative_ttl)
         )
         sent = asyncio.ensure_future(
             self._pipe.execute([("SET", self.cache_key(key_id), value, "EX", ttl, "NX")]))

@@ -17,7 +17,7 @@ from gateway.config.settings import Settings
 from gateway.http.errors import StoreUnavailable
 from gateway.keys.lifecycle import delete_key
 from gateway.keys.tokens import generate_key_id, generate_token
-from gateway.store.base import KeyRecord, encode_record
+from gateway.store.base import KeyRecord, encode_record, record_mac_key
 from gateway.store.layered import LayeredKeyStore
 from gateway.store.memory import MISS, MemoryCache
 from gateway.store.migrate import apply_migrations
@@ -212,8 +212,7 @@ async def test_refill_racing_a_delete_cannot_resurrect_the_key(
     gateway_settings: Settings, db: asyncpg.Pool, redis_url: str
 ) -> None:
     key = await issue_key(db, gateway_settings)
-    prefix = gateway_settings.redis_prefix
-    cache = RedisKeyCache(connect_redis(redis_url, 1.0), prefix, 60, 5, 3600)
+    cache = RedisKeyCache.from_settings(connect_redis(redis_url, 1.0), gateway_settings)
     memory = MemoryCache(ttl=60, negative_ttl=5, stale_ttl=300)
     paused = _PausedPostgres(db)
     store = LayeredKeyStore(memory, cache, paused)
@@ -239,8 +238,9 @@ async def test_a_cold_lookup_fills_redis_before_the_next_command_on_its_pipe(
     key = await issue_key(db, gateway_settings)
     client = connect_redis(redis_url, 1.0)
     pipe = open_pipe(client)  # the gateway's own, as `Gateway.open` makes it
+    mac_key = record_mac_key(gateway_settings.key_pepper or "")
     cache = RedisKeyCache(client, f"{gateway_settings.redis_prefix}fill:", 60, 5, 3600,
-                          pipe=pipe)
+                          pipe=pipe, mac_keys=(mac_key,))
     store = LayeredKeyStore(MemoryCache(ttl=60, negative_ttl=5, stale_ttl=300), cache,
                             PostgresKeyStore(db))
     unknown = generate_key_id()
@@ -249,7 +249,8 @@ async def test_a_cold_lookup_fills_redis_before_the_next_command_on_its_pipe(
         assert record is not None and await store.get(unknown) is None
         # The fills were sent before the lookups returned: what follows on the same pipe
         # (the next lookup of another process's request) is answered after them.
-        assert await call(pipe, "GET", cache.cache_key(key.key_id)) == encode_record(record)
+        stored = await call(pipe, "GET", cache.cache_key(key.key_id))
+        assert stored == encode_record(record, mac_key)
         assert await call(pipe, "GET", cache.cache_key(unknown)) == NEGATIVE
     finally:
         await pipe.aclose()
@@ -259,7 +260,8 @@ async def test_a_cold_lookup_fills_redis_before_the_next_command_on_its_pipe(
 async def test_a_fill_that_fails_marks_redis_down() -> None:
     client = connect_redis(f"redis://127.0.0.1:{free_port()}", 1.0)  # nothing listens
     pipe = open_pipe(client)
-    cache = RedisKeyCache(client, "kgtest:", 60, 5, 3600, retry_after=30.0, pipe=pipe)
+    cache = RedisKeyCache(client, "kgtest:", 60, 5, 3600, retry_after=30.0, pipe=pipe,
+                          mac_keys=())
     try:
         cache.fill(generate_key_id(), None)
         assert cache.is_up  # not waited for
