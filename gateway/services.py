@@ -24,12 +24,12 @@ from gateway.observability.readiness import check_readiness
 from gateway.pipeline.abuse import AuthFailureGuard
 from gateway.pipeline.limiter import RateLimiter
 from gateway.pipeline.runner import Steps, steps_for
-from gateway.store.errors import STORE_ERRORS
 from gateway.store.invalidation import InvalidationListener
 from gateway.store.layered import LayeredKeyStore
 from gateway.store.memory import MemoryCache
 from gateway.store.postgres import PostgresKeyStore, create_pool
 from gateway.store.redis import RedisKeyCache, connect_redis
+from gateway.store.repair import RedisRepair
 from gateway.store.resp import open_pipe
 
 __all__ = ["Gateway"]
@@ -48,6 +48,7 @@ class Gateway:
     access_log: AccessLog
     outcomes: Outcomes
     listener: InvalidationListener
+    repair: RedisRepair
     pool: asyncpg.Pool
     redis: aioredis.Redis
 
@@ -91,6 +92,12 @@ class Gateway:
                              settings.key_cache_stale_ttl, settings.key_cache_size)
         self.store = LayeredKeyStore(memory, redis_cache,
                                      PostgresKeyStore(self.pool, settings.store_timeout))
+        # Copies in Redis of keys changed while this process was not running are repaired
+        # before Redis is believed; so are those a NOTIFY names, and all after an outage.
+        redis_cache.trust.quarantine(time.time())
+        self.repair = RedisRepair(redis_cache, self.pool, settings.redis_key_ttl)
+        self.repair.start()
+        self._stack.push_async_callback(self.repair.aclose)
         self.limiter = (RateLimiter(pipe, settings.redis_prefix,
                                     lease_ttl=settings.rate_limit_lease_ttl)
                         if settings.rate_limits else None)
@@ -110,8 +117,9 @@ class Gateway:
         self.listener = InvalidationListener(
             settings.database_url, self.redis, redis_cache.channel,
             on_key=memory.invalidate, on_reset=memory.clear,
-            on_redis_back=self._on_redis_back,
+            on_missed=redis_cache.trust.quarantine,
             other_channels={self.guard.channel: self.guard.on_block_message},
+            on_database_key=redis_cache.trust.distrust,
         )
         self.listener.start()
         self._stack.push_async_callback(self.listener.aclose)
@@ -152,34 +160,6 @@ class Gateway:
         if version != self._routes_version and version == self._routes_seen:
             self.reload_routes()
         self._routes_seen = version
-
-    async def _on_redis_back(self, lost_at: float) -> None:
-        self.spawn(self._retombstone_recent_deletions(lost_at))
-
-    async def _retombstone_recent_deletions(self, lost_at: float, attempts: int = 5) -> None:
-        """After a Redis outage: deleters could not tombstone; do it for them.
-
-        Without this, a key cached in Redis before the outage and deleted during it would be
-        found active there by any gateway whose memory does not hold it.
-        """
-        since = lost_at - self.settings.redis_key_ttl
-        cache = self.store.redis
-        assert cache is not None
-        for attempt in range(attempts):
-            try:
-                rows = await self.pool.fetch(
-                    "SELECT key_id FROM api_keys WHERE deleted_at >= to_timestamp($1)", since)
-                for row in rows:
-                    await cache.invalidate(row["key_id"], deleted=True)
-            except STORE_ERRORS as exc:
-                # The pool's connections died with the outage; the next try gets new ones.
-                log.warning("re-tombstoning after the redis outage failed (try %d): %r",
-                            attempt + 1, exc)
-                await asyncio.sleep(0.2 * (attempt + 1))
-            else:
-                log.info("redis is back; re-tombstoned %d key(s) deleted since %s",
-                         len(rows), time.strftime("%H:%M:%S", time.localtime(lost_at)))
-                return
 
     def counters(self) -> dict[str, int]:
         """The running totals of the key store and invalidations, as `Metrics.sync` takes them."""

@@ -6,6 +6,9 @@ Values under `<prefix>key:<key_id>`:
 * `-` for "no such active key" (TTL `negative_cache_ttl`),
 * `x` for a deleted key (TTL `tombstone_ttl`): written with a plain SET by the deleter, while
   refills use SET NX, so a refill that read PostgreSQL before the delete cannot overwrite it.
+
+What is read is believed only as far as `trust` (a `RedisTrust`) allows: not for a key that
+changed until its copy is repaired, not at all after an outage until the repair pass.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from gateway.store.base import (
 )
 from gateway.store.errors import REDIS_ERRORS
 from gateway.store.resp import ClientPipe, Pipe, call
+from gateway.store.trust import RedisTrust
 
 __all__ = ["NEGATIVE", "TOMBSTONE", "RedisKeyCache", "RedisUnavailable", "connect_redis"]
 
@@ -34,6 +38,7 @@ log = logging.getLogger(__name__)
 NEGATIVE = b"-"
 TOMBSTONE = b"x"
 _WARNED_MAX = 10_000  # key ids warned about; forgotten all at once past this
+_LAPSE_MARGIN = 2.0  # seconds beyond the record TTL before a distrust lapses by itself
 
 
 class RedisUnavailable(Exception):
@@ -81,6 +86,7 @@ class RedisKeyCache:
         self._mac_keys = mac_keys
         self.rejected = 0  # values that failed their MAC or did not parse: read as misses
         self._warned: set[str] = set()
+        self.trust = RedisTrust(self._ttl + _LAPSE_MARGIN)
 
     @classmethod
     def from_settings(cls, client: aioredis.Redis, settings: Settings,
@@ -106,10 +112,13 @@ class RedisKeyCache:
         if self.is_up:
             log.warning("redis unavailable, falling back to PostgreSQL: %s", exc)
         self._down_until = time.monotonic() + self._retry_after
+        # Deletions meanwhile may not reach Redis: it is not believed until repaired.
+        self.trust.quarantine(time.time())
 
     async def get(self, key_id: str) -> tuple[bool, KeyRecord | None]:
-        """(found, record): found=False means Redis knows nothing; raise RedisUnavailable."""
-        if not self.is_up:
+        """(found, record): found=False means Redis knows nothing; raise RedisUnavailable
+        when it is down or not to be believed for this key (`trust`)."""
+        if not self.is_up or not self.trust.is_trusted(key_id):
             raise RedisUnavailable
         try:
             data = await call(self._pipe, "GET", self.cache_key(key_id))
@@ -145,8 +154,9 @@ class RedisKeyCache:
         (`RespPipe`), whatever is sent after it reaches Redis after it. A fill that fails
         marks Redis down, as a failed lookup does.
         """
-        if not self.is_up or (record is not None and not self._mac_keys):
-            return
+        if (not self.is_up or (record is not None and not self._mac_keys)
+                or not self.trust.is_trusted(key_id)):
+            return  # a repair is due: it writes what this key's copy must be
         value, ttl = (
             (encode_record(record, self._mac_keys[0]), self._ttl) if record
             else (NEGATIVE, self._negative_ttl)
@@ -174,6 +184,16 @@ class RedisKeyCache:
             else:
                 pipe.delete(self.cache_key(key_id))
             pipe.publish(self.channel, key_id)
+            await pipe.execute()
+
+    async def repair(self, deleted: list[str], changed: list[str]) -> None:
+        """Tombstone `deleted` and forget `changed`, in one transaction, telling nobody: the
+        repairing process heard of the changes, and so did every other one."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            for key_id in deleted:
+                pipe.set(self.cache_key(key_id), TOMBSTONE, ex=self._tombstone_ttl)
+            for key_id in changed:
+                pipe.delete(self.cache_key(key_id))
             await pipe.execute()
 
     async def aclose(self) -> None:
