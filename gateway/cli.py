@@ -14,6 +14,7 @@ from pathlib import Path
 
 import asyncpg
 
+from gateway.config.routes import KeyPolicy
 from gateway.config.settings import Settings, SettingsError, load_settings, settings_warnings
 from gateway.ops.startup import (
     PortClaim,
@@ -152,7 +153,35 @@ def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
         raise StartupError(problems)
     print(f"{path}: ok ({len(table.routes)} routes, permissions: "
           f"{', '.join(table.permissions)})")
+    for line in _policy_impact(table.policy, settings):
+        print(line)
     return 0
+
+
+def _policy_impact(policy: KeyPolicy, settings: Settings) -> list[str]:
+    """How many existing keys each policy rule affects, when the database can be asked."""
+    from gateway.keys.policy import policy_impact
+
+    rules = (bool(policy.require_ip_allowlist) + (policy.max_key_lifetime_days is not None)
+             + (policy.dormant_after_days is not None))
+    if not rules:
+        return []
+    if not settings.database_url:
+        return ["policy: could not count the existing keys it affects (no "
+                "GATEWAY_DATABASE_URL)"]
+
+    async def count() -> list[str]:
+        conn = await asyncpg.connect(settings.database_url, timeout=5)
+        try:
+            return await policy_impact(conn, policy)
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(count())
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return [f"policy: could not count the existing keys it affects (database: "
+                f"{exc.__class__.__name__}: {exc})"]
 
 
 def cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
@@ -175,16 +204,23 @@ def cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.config.route_file import ConfigError, load_route_table
     from gateway.keys.accounts import find_user_id
+    from gateway.keys.addresses import AddressError, parse_addresses
     from gateway.keys.allowlist import AllowlistError, parse_allowlist
-    from gateway.keys.lifecycle import activate_key, create_key
+    from gateway.keys.expiry import parse_lifetime
+    from gateway.keys.lifecycle import PolicyRefused, activate_key, create_key
 
     try:
-        known = load_route_table(settings.routes_path, settings.upstream_url).permissions
+        table = load_route_table(settings.routes_path, settings.upstream_url)
         ips = parse_allowlist(args.ip or [])
+        addresses = parse_addresses(args.withdraw_address or [])
+        lifetime = parse_lifetime(args.expires_in) if args.expires_in else None
     except ConfigError as exc:
         raise StartupError(exc.problems) from exc
-    except AllowlistError as exc:
+    except (AllowlistError, AddressError) as exc:
         return _fail(str(exc))
+    except ValueError as exc:
+        return _fail(f"--expires-in: {exc}")
+    known = table.permissions
     permissions = [p.strip() for p in args.permissions.split(",") if p.strip()]
     unknown = [p for p in permissions if p not in known]
     if not permissions or unknown:
@@ -195,8 +231,13 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
         user_id = await find_user_id(conn, args.email)
         if user_id is None:
             return _fail(f"no user with email {args.email}")
-        key_id = await create_key(conn, user_id=user_id, name=args.name,
-                                  permissions=permissions, allowed_ips=ips, actor="ops")
+        try:
+            key_id = await create_key(conn, user_id=user_id, name=args.name,
+                                      permissions=permissions, allowed_ips=ips, actor="ops",
+                                      lifetime=lifetime, withdraw_addresses=addresses,
+                                      policy=table.policy)
+        except PolicyRefused as exc:
+            return _fail(_policy_message(exc))
         token = await activate_key(conn, key_id, pepper=live.key_pepper or "",
                                    hash_version=live.key_pepper_version, actor="ops")
         print(f"created key {key_id}; the token below is shown only this once", file=sys.stderr)
@@ -206,7 +247,23 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
     return _run_db(settings, work, "keys")
 
 
+def _policy_message(exc: Exception) -> str:
+    """A refusal by the key policy, in the CLI's words (`--ip`, `--expires-in`)."""
+    problems: dict[str, str] = getattr(exc, "problems", {})
+    hints = {"ips": "give --ip ADDR", "expires_in": "give --expires-in DURATION"}
+    return "; ".join(f"{text.rstrip('.')} ({hints.get(field, field)})"
+                     for field, text in problems.items()) or str(exc)
+
+
+def _when(value: object) -> str:
+    from datetime import datetime
+
+    return value.strftime("%Y-%m-%d %H:%M") if isinstance(value, datetime) else "-"
+
+
 def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime
+
     from gateway.keys.accounts import find_user_id
     from gateway.keys.lifecycle import list_keys
 
@@ -215,10 +272,55 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
         if user_id is None:
             return _fail(f"no user with email {args.email}")
         keys = await list_keys(conn, user_id, include_deleted=args.all)
-        print(f"{'KEY ID':<18} {'STATUS':<8} {'PERMISSIONS':<20} {'IPS':<24} NAME")
+        now = datetime.now(UTC)
+        print("times in UTC")
+        print(f"{'KEY ID':<18} {'STATUS':<8} {'PERMISSIONS':<20} {'IPS':<24} {'EXPIRES':<16} "
+              f"{'LAST USED':<16} {'FROM':<16} NAME")
         for key in keys:
-            print(f"{key.key_id:<18} {key.status:<8} {','.join(key.permissions):<20} "
-                  f"{','.join(key.allowed_ips) or 'any':<24} {key.name}")
+            status = "expired" if key.status == "active" and key.is_expired(now) else key.status
+            expires = _when(key.expires_at) if key.expires_at else "never"
+            print(f"{key.key_id:<18} {status:<8} {','.join(key.permissions):<20} "
+                  f"{','.join(key.allowed_ips) or 'any':<24} {expires:<16} "
+                  f"{_when(key.last_used_at):<16} {key.last_used_ip or '-':<16} {key.name}")
+        return 0
+
+    return _run_db(settings, work, "keys")
+
+
+def cmd_keys_roll(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.config.route_file import ConfigError, load_route_table
+    from gateway.config.settings import parse_duration
+    from gateway.keys.lifecycle import KeyNotFound, PolicyRefused, activate, roll_key
+    from gateway.store.redis import RedisKeyCache, connect_redis
+
+    try:
+        table = load_route_table(settings.routes_path, settings.upstream_url)
+        overlap = parse_duration(args.overlap)
+    except ConfigError as exc:
+        raise StartupError(exc.problems) from exc
+    except ValueError:
+        return _fail(f"--overlap: '{args.overlap}' is not a duration such as 0, 30m or 24h")
+
+    async def work(conn: asyncpg.Connection, live: Settings) -> int:
+        client = connect_redis(live.redis_url or "", live.store_timeout)
+        cache = RedisKeyCache.from_settings(client, live)
+        try:
+            new_id = await roll_key(conn, args.key_id, overlap=overlap, actor="ops",
+                                    policy=table.policy)
+            done = await activate(conn, new_id, pepper=live.key_pepper or "",
+                                  hash_version=live.key_pepper_version, actor="ops",
+                                  cache=cache)
+        except KeyNotFound:
+            return _fail(f"no active key {args.key_id}")
+        except PolicyRefused as exc:
+            return _fail(_policy_message(exc))
+        finally:
+            await client.aclose()
+        ends = (f"{done.old_expires_at:%Y-%m-%d %H:%M:%S} UTC" if done.old_expires_at
+                else "now")
+        print(f"rolled key {args.key_id} to {new_id}; the old key works until {ends}; the "
+              "token below is shown only this once", file=sys.stderr)
+        print(done.token)
         return 0
 
     return _run_db(settings, work, "keys")
@@ -333,9 +435,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--permissions", required=True, help="comma-separated, e.g. read,trade")
     p.add_argument("--ip", action="append", metavar="ADDR",
                    help="allowed client address (repeat, up to 5; none = any)")
+    p.add_argument("--expires-in", metavar="DURATION",
+                   help="expire after this long, e.g. 30m, 12h, 90d (default: never)")
+    p.add_argument("--withdraw-address", action="append", metavar="ADDR",
+                   help="allowed withdrawal address (repeat, up to 20; none = any)")
     p = add("list", cmd_keys_list, "list a user's keys (ids, never secrets)", keys)
     p.add_argument("--email", required=True)
     p.add_argument("--all", action="store_true", help="include deleted keys")
+    p = add("roll", cmd_keys_roll, "replace a key by a new one with the same settings; prints "
+                                   "the new token once; the old key works for the overlap", keys)
+    p.add_argument("key_id")
+    p.add_argument("--overlap", default="24h", metavar="DURATION",
+                   help="how long the old key keeps working, e.g. 30m, 24h (default 24h)")
     p = add("delete", cmd_keys_delete, "delete a key for good", keys)
     p.add_argument("key_id")
 

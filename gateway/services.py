@@ -105,13 +105,15 @@ class Gateway:
                                       settings.auth_fail_window, settings.ip_block_duration,
                                       pipe)
         await self.guard.load()
-        self.usage = UsageRecorder(self.pool, settings.last_used_flush_interval)
+        self.usage = UsageRecorder(self.pool, settings.last_used_flush_interval,
+                                   settings.usage_retention)
         self.usage.start()
         self._stack.push_async_callback(self.usage.aclose)
         self.access_log = AccessLog(settings, self.pool)
         self.access_log.start()
         self._stack.push_async_callback(self.access_log.aclose)  # before the pool closes
-        self.outcomes = Outcomes([Metrics.get().count, self.access_log.write])
+        # Last use and usage counts are read off the same batches: no call per request.
+        self.outcomes = Outcomes([Metrics.get().count, self.access_log.write, self.usage.read])
         self.outcomes.start()
         self._stack.push_async_callback(self.outcomes.aclose)  # before the access log closes
         self.listener = InvalidationListener(

@@ -15,7 +15,14 @@ from typing import TypeVar
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from gateway.config.routes import RateLimit, Route, RouteTable, compile_pattern
+from gateway.config.routes import (
+    KEY_INTROSPECTION,
+    KeyPolicy,
+    RateLimit,
+    Route,
+    RouteTable,
+    compile_pattern,
+)
 from gateway.config.settings import parse_duration
 
 __all__ = ["ConfigError", "load_route_table", "parse_route_table"]
@@ -26,6 +33,13 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _SEGMENT = re.compile(r"^(\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z0-9._~!$&'()*+,=:@-]+)$")
 _PER = ("account", "ip", "key")
+_JSON_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# The exchange's crypto withdrawal: its address is checked unless the route says where else.
+_WITHDRAW_CRYPTO = ("POST", "/public/v1/account/withdraw/crypto")
+_WITHDRAW_ADDRESS = ("recipient", "address")
+# Answered by the gateway itself on every table; the route file cannot declare it.
+INTROSPECTION_PATH = "/gateway/v1/key"
 
 
 class ConfigError(Exception):
@@ -118,6 +132,16 @@ def _duration(node: Node, where: str) -> float:
     if value <= 0:
         raise _Invalid(node, where, "must be more than zero")
     return value
+
+
+def json_key_path(node: Node, where: str) -> tuple[str, ...]:
+    """`recipient.address`: keys of nested JSON objects, outermost first."""
+    text = _scalar(node, where)
+    parts = tuple(text.split("."))
+    if not all(_JSON_KEY.match(part) for part in parts):
+        raise _Invalid(node, where, f"'{text}' is not a dotted path of JSON keys such as "
+                                    "recipient.address")
+    return parts
 
 
 def http_method(node: Node, where: str) -> str:
@@ -224,21 +248,8 @@ def parse_route_table(text: str, name: str = "routes.yaml",
         loader.problem(root, "upstreams", "an upstream named 'default' is required "
                                           "(or set GATEWAY_UPSTREAM_URL)")
 
-    require_allowlist: set[str] = set()
-    if "policy" in top:
-        policy = loader.attempt(_mapping, top["policy"][1], "policy") or {}
-        for pname, (key, value) in policy.items():
-            if pname != "require_ip_allowlist":
-                loader.problem(key, "policy", f"unknown field '{pname}'")
-                continue
-            for i, item in enumerate(loader.attempt(
-                    _sequence, value, "policy.require_ip_allowlist") or []):
-                where = f"policy.require_ip_allowlist[{i}]"
-                required = loader.attempt(permission_name, item, where)
-                if required is not None and required not in permissions:
-                    loader.problem(item, where, f"unknown permission '{required}'")
-                elif required is not None:
-                    require_allowlist.add(required)
+    policy = loader.attempt(_policy, top["policy"][1], permissions, loader) \
+        if "policy" in top else KeyPolicy()
 
     defaults = {"private": RateLimit(200, 60.0, "account", "private"),
                 "public": RateLimit(240, 60.0, "ip", "public")}
@@ -276,6 +287,10 @@ def parse_route_table(text: str, name: str = "routes.yaml",
                                defaults, by_permission)
         if route is None:
             continue
+        if route.pattern == INTROSPECTION_PATH:
+            loader.problem(node, where, f"{INTROSPECTION_PATH} is answered by the gateway "
+                                        "itself (key introspection); remove this route")
+            continue
         shape = compile_pattern(route.pattern)[0].pattern
         for method in sorted(route.methods):
             if (method, shape) in seen:
@@ -284,10 +299,38 @@ def parse_route_table(text: str, name: str = "routes.yaml",
             seen[(method, shape)] = index
         routes.append(route)
 
+    own = Route(pattern=INTROSPECTION_PATH, methods=frozenset({"GET"}), permission=None,
+                is_public=False, upstream=upstreams.get("default", ""), timeout=None,
+                rate_limit=defaults["private"], local=KEY_INTROSPECTION)
+
     if loader.problems:
         raise ConfigError(loader.problems)
     return RouteTable(permissions=permissions, upstreams=upstreams, routes=tuple(routes),
-                      require_ip_allowlist=frozenset(require_allowlist), source=source)
+                      policy=policy or KeyPolicy(), source=source, own_routes=(own,))
+
+
+def _policy(node: Node, permissions: dict[str, str], loader: _Loader) -> KeyPolicy:
+    """`policy:`: each field checked on its own, so every bad one is reported."""
+    fields = _mapping(node, "policy")
+    require: set[str] = set()
+    days: dict[str, int | None] = {"max_key_lifetime_days": None, "dormant_after_days": None}
+    for name, (key, value) in fields.items():
+        where = f"policy.{name}"
+        if name == "require_ip_allowlist":
+            for i, item in enumerate(loader.attempt(_sequence, value, where) or []):
+                required = loader.attempt(permission_name, item, f"{where}[{i}]")
+                if required is not None and required not in permissions:
+                    loader.problem(item, f"{where}[{i}]", f"unknown permission '{required}'")
+                elif required is not None:
+                    require.add(required)
+        elif name in days:
+            days[name] = loader.attempt(_positive_int, value, where)
+        else:
+            loader.problem(key, "policy", f"unknown field '{name}' (expected "
+                                          "require_ip_allowlist, max_key_lifetime_days or "
+                                          "dormant_after_days)")
+    return KeyPolicy(frozenset(require), days["max_key_lifetime_days"],
+                     days["dormant_after_days"])
 
 
 def _route(node: Node, where: str, index: int, permissions: dict[str, str],
@@ -296,7 +339,7 @@ def _route(node: Node, where: str, index: int, permissions: dict[str, str],
     fields = _mapping(node, where)
     for fname, (key, _) in fields.items():
         if fname not in ("path", "methods", "permission", "public", "upstream", "timeout",
-                         "rate_limit"):
+                         "rate_limit", "withdraw_address"):
             raise _Invalid(key, where, f"unknown field '{fname}'")
     if "path" not in fields:
         raise _Invalid(node, where, "'path' is required")
@@ -334,9 +377,21 @@ def _route(node: Node, where: str, index: int, permissions: dict[str, str],
     else:
         assert permission is not None
         limit = by_permission.get(permission, defaults["private"])
+    address: tuple[str, ...] | None = None
+    if "withdraw_address" in fields:
+        anode = fields["withdraw_address"][1]
+        address = json_key_path(anode, f"{where}.withdraw_address")
+        if is_public:
+            raise _Invalid(anode, where, "a public route has no key to check addresses against")
+        if not methods <= _BODY_METHODS:
+            raise _Invalid(anode, where, "withdraw_address needs methods with a body "
+                                         "(POST, PUT or PATCH)")
+    elif path == _WITHDRAW_CRYPTO[1] and methods == {_WITHDRAW_CRYPTO[0]} and not is_public:
+        address = _WITHDRAW_ADDRESS  # the exchange's own body shape
     return Route(pattern=path, methods=methods, permission=permission, is_public=is_public,
                  upstream=upstream, timeout=timeout, rate_limit=limit,
-                 line=node.start_mark.line + 1)
+                 line=node.start_mark.line + 1, withdraw_address=address,
+                 reads_body=address is not None)
 
 
 def load_route_table(path: Path, upstream_override: str | None = None) -> RouteTable:

@@ -12,7 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["RateLimit", "Route", "RouteTable", "compile_pattern"]
+__all__ = ["KEY_INTROSPECTION", "KeyPolicy", "RateLimit", "Route", "RouteTable",
+           "compile_pattern"]
+
+KEY_INTROSPECTION = "key_introspection"  # `Route.local` of GET /gateway/v1/key
 
 _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
@@ -32,15 +35,38 @@ class RateLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyPolicy:
+    """The route file's `policy:`: rules every key must meet, at creation and at the gateway."""
+
+    require_ip_allowlist: frozenset[str] = frozenset()  # permissions needing an allowlist
+    max_key_lifetime_days: int | None = None  # new keys (and rolls) must expire within it
+    dormant_after_days: int | None = None  # a key unused this long gets APIKEY_EXPIRED
+
+    @property
+    def dormant_after(self) -> float | None:
+        """`dormant_after_days` in seconds."""
+        days = self.dormant_after_days
+        return None if days is None else days * 86400.0
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     pattern: str
     methods: frozenset[str]
-    permission: str | None  # None only for public routes
+    permission: str | None  # None only for public routes and the gateway's own
     is_public: bool
     upstream: str  # origin URL, resolved at load time
     timeout: float | None
     rate_limit: RateLimit
     line: int = 0
+    # Where the body's withdrawal address is (JSON keys, outermost first): checked against
+    # the key's allowed addresses. None: no address check on this route.
+    withdraw_address: tuple[str, ...] | None = None
+    # The edge reads the whole body (within the body limit) into `ctx.body` before the
+    # steps run, and forwards exactly those bytes.
+    reads_body: bool = False
+    # Answered by the gateway itself (e.g. KEY_INTROSPECTION), never forwarded.
+    local: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +97,14 @@ class RouteTable:
     permissions: Mapping[str, str]
     upstreams: Mapping[str, str]
     routes: tuple[Route, ...]
-    require_ip_allowlist: frozenset[str] = frozenset()
+    policy: KeyPolicy = field(default_factory=KeyPolicy)
     source: Path | None = None
+    own_routes: tuple[Route, ...] = ()  # answered by the gateway itself, not from the file
     _static: dict[tuple[str, str], Route] = field(default_factory=dict, repr=False)
     _dynamic: dict[tuple[str, int], list[_Compiled]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        for route in self.routes:
+        for route in (*self.routes, *self.own_routes):
             regex, specificity = compile_pattern(route.pattern)
             segments = len(specificity)
             for method in route.methods:
@@ -89,6 +116,11 @@ class RouteTable:
                     )
         for candidates in self._dynamic.values():
             candidates.sort(key=lambda c: c.specificity)
+
+    @property
+    def require_ip_allowlist(self) -> frozenset[str]:
+        """Permissions the policy allows only on keys with an IP allowlist."""
+        return self.policy.require_ip_allowlist
 
     def match(self, method: str, path: str) -> Route | None:
         """The route for a normalised path, or None (the caller answers 404)."""

@@ -125,6 +125,10 @@ class Settings:
     forgot_ip_window: float = 3600.0
     audit_retention: float = 365 * 86400.0
 
+    # Key lifecycle.
+    withdraw_address_cooldown: float = 86400.0  # before an address added to a live key works
+    usage_retention: float = 30 * 86400.0  # hourly usage counts per key are kept this long
+
     @property
     def ssl_context(self) -> ssl.SSLContext | None:
         """The server TLS context when a certificate is configured."""

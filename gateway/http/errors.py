@@ -17,6 +17,7 @@ __all__ = [
     "IllegalChars",
     "InternalError",
     "IpNotAllowed",
+    "KeyExpired",
     "KeyInvalid",
     "KeyMissing",
     "MalformedRequest",
@@ -28,6 +29,8 @@ __all__ = [
     "StoreUnavailable",
     "UpstreamTimeout",
     "UpstreamUnavailable",
+    "WithdrawAddressNotAllowed",
+    "WithdrawBodyUnreadable",
     "answer_bytes",
     "error_answer",
 ]
@@ -88,6 +91,26 @@ class KeyInvalid(GatewayError):
         return {"WWW-Authenticate": 'Bearer realm="keygate", error="invalid_token"'}
 
 
+class KeyExpired(GatewayError):
+    """The secret is right, but the key is past its expiry: its own, the end of a roll's
+    overlap, or the dormancy policy's."""
+
+    status = 401
+    code = "APIKEY_EXPIRED"
+    message = "The API key has expired"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="keygate", error="invalid_token"'}
+
+
+class WithdrawBodyUnreadable(GatewayError):
+    """A withdrawal that a key with allowed addresses sends, whose address cannot be read."""
+
+    status = 400
+    code = "ILLEGAL_CHARS"  # the exchange's code for a request it cannot read
+    message = "The withdrawal body must be a JSON object with the recipient address"
+
+
 class IpNotAllowed(GatewayError):
     status = 403
     code = "INVALID_IP_RESTRICTION"
@@ -106,6 +129,12 @@ class PermissionMissing(GatewayError):
     def __init__(self, permission: str) -> None:
         super().__init__(f"The API key lacks the '{permission}' permission this route requires")
         self.permission = permission
+
+
+class WithdrawAddressNotAllowed(GatewayError):
+    status = 403
+    code = "MISSING_PERMISSION"
+    message = "The withdrawal address is not allowed for this API key"
 
 
 class ClientIpBlocked(GatewayError):

@@ -89,4 +89,3 @@ def _accept(ctx: RequestContext, record: KeyRecord | None) -> None:
             known.authorization = ctx.request.authorization[0]
             known.token, known.key = token, record
     ctx.key = record
-    ctx.services.usage.touch(record.key_id)

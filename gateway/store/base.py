@@ -31,6 +31,12 @@ class KeyRecord:
     allowed_ips: tuple[Network, ...]
     secret_hash: bytes
     hash_version: int
+    # Lifecycle, all unix seconds: decided per request from the cached record, no round trip.
+    expires_at: float | None = None  # its own expiry or a roll's overlap end; None: never
+    confirmed_at: float | None = None
+    last_used_at: float | None = None  # as of when the record was read (for dormancy)
+    # (address, usable from): confirmed addresses, some perhaps still in their cooldown.
+    withdraw_addresses: tuple[tuple[str, float], ...] = ()
 
     def __repr__(self) -> str:
         return f"KeyRecord(key_id={self.key_id!r}, account_id={self.account_id})"
@@ -72,6 +78,10 @@ def encode_record(record: KeyRecord, mac_key: bytes) -> bytes:
             "i": [str(n) for n in record.allowed_ips],
             "h": record.secret_hash.hex(),
             "v": record.hash_version,
+            "e": record.expires_at,
+            "c": record.confirmed_at,
+            "u": record.last_used_at,
+            "w": [list(pair) for pair in record.withdraw_addresses],
         },
         separators=(",", ":"),
     ).encode()
@@ -99,6 +109,18 @@ def decode_record(key_id: str, data: bytes, mac_keys: Iterable[bytes]) -> KeyRec
             allowed_ips=tuple(ipaddress.ip_network(n) for n in raw["i"]),
             secret_hash=bytes.fromhex(raw["h"]),
             hash_version=int(raw["v"]),
+            expires_at=_seconds(raw["e"]),
+            confirmed_at=_seconds(raw["c"]),
+            last_used_at=_seconds(raw["u"]),
+            withdraw_addresses=tuple((str(a), float(t)) for a, t in raw["w"]),
         )
     except (ValueError, KeyError, TypeError) as exc:  # MAC'd, so written by a gateway: a bug
         raise RecordRejected(f"malformed record: {exc!r}") from None
+
+
+def _seconds(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    raise ValueError(f"not a time: {value!r}")

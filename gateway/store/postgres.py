@@ -11,8 +11,17 @@ from gateway.store.base import KeyRecord
 __all__ = ["PostgresKeyStore", "create_pool", "to_networks"]
 
 _SELECT_ACTIVE = """
-SELECT user_id, permissions, allowed_ips, secret_hash, hash_version
-FROM api_keys WHERE key_id = $1 AND status = 'active'
+SELECT user_id, permissions, allowed_ips, secret_hash, hash_version,
+       extract(epoch FROM expires_at)::float8 AS expires_at,
+       extract(epoch FROM confirmed_at)::float8 AS confirmed_at,
+       extract(epoch FROM last_used_at)::float8 AS last_used_at,
+       ARRAY(SELECT address FROM key_withdraw_addresses a
+             WHERE a.key_id = k.key_id AND a.effective_at IS NOT NULL
+             ORDER BY address) AS addresses,
+       ARRAY(SELECT extract(epoch FROM effective_at)::float8 FROM key_withdraw_addresses a
+             WHERE a.key_id = k.key_id AND a.effective_at IS NOT NULL
+             ORDER BY address) AS usable_from
+FROM api_keys k WHERE key_id = $1 AND status = 'active'
 """
 
 
@@ -59,6 +68,10 @@ class PostgresKeyStore:
             allowed_ips=to_networks(row["allowed_ips"]),
             secret_hash=bytes(row["secret_hash"]),
             hash_version=row["hash_version"],
+            expires_at=row["expires_at"],
+            confirmed_at=row["confirmed_at"],
+            last_used_at=row["last_used_at"],
+            withdraw_addresses=tuple(zip(row["addresses"], row["usable_from"], strict=True)),
         )
 
     async def aclose(self) -> None:

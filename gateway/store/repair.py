@@ -27,6 +27,8 @@ _CHANGED = """
 SELECT key_id, status::text AS status FROM api_keys WHERE key_id = ANY($1::text[])
 UNION
 SELECT key_id, status::text FROM api_keys WHERE deleted_at >= to_timestamp($2)
+UNION
+SELECT key_id, status::text FROM api_keys WHERE changed_at >= to_timestamp($2)
 """
 
 

@@ -20,6 +20,7 @@ from gateway.http.errors import (
     IllegalChars,
     InternalError,
     IpNotAllowed,
+    KeyExpired,
     KeyInvalid,
     KeyMissing,
     MalformedRequest,
@@ -31,6 +32,8 @@ from gateway.http.errors import (
     StoreUnavailable,
     UpstreamTimeout,
     UpstreamUnavailable,
+    WithdrawAddressNotAllowed,
+    WithdrawBodyUnreadable,
     error_answer,
 )
 
@@ -126,6 +129,29 @@ def test_key_invalid_says_the_same_whatever_the_cause() -> None:
     # No oracle: unknown, malformed and deleted keys must read alike.
     assert _render(KeyInvalid())[1] == _render(KeyInvalid())[1]
     assert _render(KeyInvalid())[1]["message"] == "Invalid API key"
+
+
+def test_key_expired() -> None:
+    # A key whose secret was right: the holder learns why (its expiry, a roll, dormancy).
+    response, body = _render(KeyExpired("The API key expired at 2030-01-01T00:00:00.000Z"))
+    assert (response.status, body["error"]) == (401, "APIKEY_EXPIRED")
+    assert "2030-01-01" in body["message"]
+    assert response.headers["WWW-Authenticate"] == (
+        'Bearer realm="keygate", error="invalid_token"'
+    )
+    assert _render(KeyExpired())[1]["message"] == "The API key has expired"
+
+
+def test_withdraw_address_not_allowed() -> None:
+    response, body = _render(WithdrawAddressNotAllowed())
+    assert (response.status, body["error"]) == (403, "MISSING_PERMISSION")
+    assert "address is not allowed" in body["message"]
+
+
+def test_withdraw_body_unreadable() -> None:
+    response, body = _render(WithdrawBodyUnreadable())
+    assert (response.status, body["error"]) == (400, "ILLEGAL_CHARS")
+    assert "recipient address" in body["message"]
 
 
 def test_ip_not_allowed() -> None:

@@ -178,6 +178,57 @@ def test_policy_require_ip_allowlist() -> None:
     assert table.require_ip_allowlist == frozenset({"trade"})
 
 
+def test_policy_lifetime_and_dormancy() -> None:
+    table = _table("policy:\n  max_key_lifetime_days: 90\n  dormant_after_days: 30\n",
+                   "  - {path: /a, methods: [GET], public: true}\n")
+    assert table.policy.max_key_lifetime_days == 90
+    assert table.policy.dormant_after_days == 30
+    assert table.policy.dormant_after == 30 * 86400.0
+
+
+def test_policy_problems_are_reported_with_their_lines() -> None:
+    text = BASE + ("policy:\n  max_key_lifetime_days: 0\n  dormant_after_days: soon\n"
+                   "  expire_keys: yes\n  require_ip_allowlist: [trade, fly]\nroutes: []\n")
+    assert _problems(text) == [
+        "routes.yaml:7: policy.max_key_lifetime_days: expected a positive whole number, not '0'",
+        "routes.yaml:8: policy.dormant_after_days: expected a positive whole number, not 'soon'",
+        "routes.yaml:9: policy: unknown field 'expire_keys' (expected require_ip_allowlist, "
+        "max_key_lifetime_days or dormant_after_days)",
+        "routes.yaml:10: policy.require_ip_allowlist[1]: unknown permission 'fly'",
+    ]
+
+
+def test_withdraw_address_names_where_the_body_keeps_it() -> None:
+    table = _table("", "  - {path: /w, methods: [POST], permission: trade, "
+                       "withdraw_address: to.wallet.id}\n")
+    route = table.match("POST", "/w")
+    assert route is not None and route.withdraw_address == ("to", "wallet", "id")
+    assert route.reads_body
+
+
+def test_the_exchanges_withdrawal_route_checks_its_address_by_default() -> None:
+    table = _table("", "  - {path: /public/v1/account/withdraw/crypto, methods: [POST], "
+                       "permission: trade}\n")
+    route = table.match("POST", "/public/v1/account/withdraw/crypto")
+    assert route is not None and route.withdraw_address == ("recipient", "address")
+
+
+@pytest.mark.parametrize(("route", "message"), [
+    ("{path: /w, methods: [GET], permission: read, withdraw_address: a.b}",
+     "routes[0]: withdraw_address needs methods with a body (POST, PUT or PATCH)"),
+    ("{path: /w, methods: [POST], public: true, withdraw_address: a.b}",
+     "routes[0]: a public route has no key to check addresses against"),
+    ("{path: /w, methods: [POST], permission: read, withdraw_address: 'a..b'}",
+     "routes[0].withdraw_address: 'a..b' is not a dotted path of JSON keys such as "
+     "recipient.address"),
+    ("{path: /gateway/v1/key, methods: [GET], permission: read}",
+     "routes[0]: /gateway/v1/key is answered by the gateway itself (key introspection); "
+     "remove this route"),
+])
+def test_bad_withdraw_address_and_reserved_paths(route: str, message: str) -> None:
+    assert _problems(BASE + "routes:\n  - " + route + "\n") == [f"routes.yaml:7: {message}"]
+
+
 def test_empty_route_list_is_valid() -> None:
     table = parse_route_table(BASE + "routes: []\n")
     assert table.routes == ()

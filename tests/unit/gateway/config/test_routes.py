@@ -105,7 +105,9 @@ def test_static_route_beats_a_parameter(table: RouteTable) -> None:
 def test_shipped_defaults(table: RouteTable) -> None:
     assert dict(table.permissions).keys() == {"read", "trade", "withdraw"}
     assert table.upstreams == {"default": "http://127.0.0.1:9000"}
-    assert table.require_ip_allowlist == frozenset()
+    assert table.require_ip_allowlist == frozenset({"withdraw"})
+    assert table.policy.max_key_lifetime_days is None
+    assert table.policy.dormant_after_days is None
     assert table.source == SHIPPED
     private = table.match("GET", "/public/v1/account/balances")
     public = table.match("GET", "/public/v1/time")
@@ -143,3 +145,19 @@ def test_table_built_by_hand() -> None:
     assert table.match("GET", "/x") is None
     assert table.match("POST", "/x/1") is None
     assert limit.emission_interval == pytest.approx(0.1)
+
+
+def test_shipped_withdrawal_route_checks_the_recipient_address(table: RouteTable) -> None:
+    route = table.match("POST", "/public/v1/account/withdraw/crypto")
+    assert route is not None
+    assert route.withdraw_address == ("recipient", "address") and route.reads_body
+    fiat = table.match("POST", "/public/v1/account/withdraw/fiat")
+    assert fiat is not None and fiat.withdraw_address is None and not fiat.reads_body
+
+
+def test_key_introspection_is_the_gateways_own_route(table: RouteTable) -> None:
+    route = table.match("GET", "/gateway/v1/key")
+    assert route is not None and route.local == "key_introspection"
+    assert not route.is_public and route.permission is None
+    assert route not in table.routes  # not counted as one of the file's routes
+    assert table.match("POST", "/gateway/v1/key") is None

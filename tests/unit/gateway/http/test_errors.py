@@ -22,6 +22,7 @@ def test_codes_are_the_contract_vocabulary() -> None:
         (404, "ROUTE_NOT_FOUND"), (413, "PAYLOAD_TOO_LARGE"), (431, "HEADERS_TOO_LARGE"),
         (429, "RATELIMIT"), (500, "INTERNAL_SERVER_ERROR"), (502, "SERVICE_UNAVAILABLE"),
         (503, "SERVICE_UNAVAILABLE"), (504, "GATEWAY_TIMEOUT"), (408, "REQUEST_TIMEOUT"),
+        (401, "APIKEY_EXPIRED"),
     }
     assert {(c.status, c.code) for c in _classes()} == contract
 
