@@ -18,6 +18,7 @@ __all__ = ["POOL_KEY",
     "ConfirmationRow",
     "LinkRow",
     "SessionRow",
+    "UsageRow",
     "accept_totp_step",
     "count_live_keys",
     "count_recovery_codes",
@@ -33,6 +34,7 @@ __all__ = ["POOL_KEY",
     "insert_account_link",
     "insert_confirmation",
     "insert_session",
+    "key_usage",
     "list_audit",
     "load_session",
     "lock_account",
@@ -86,6 +88,14 @@ class ConfirmationRow:
     key_id: str
     key_name: str
     key_status: str
+    purpose: str = "key"  # 'key': activates a new key; 'addresses': adds addresses to one
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    hour: datetime
+    code: str  # '' let through, else the gateway's error code
+    requests: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +115,7 @@ _SELECT_SESSION = (f"SELECT s.user_id, s.is_partial, {_ACCOUNT_COLUMNS}"  # noqa
                    " FROM admin_sessions s JOIN users u ON u.id = s.user_id")
 _SELECT_CONFIRMATION = (
     "SELECT c.id, k.user_id, c.expires_at, c.used_at, c.superseded_at, now() AS now,"
-    " k.key_id, k.name, k.status::text AS status"
+    " k.key_id, k.name, k.status::text AS status, c.purpose"
     " FROM key_confirmations c JOIN api_keys k ON k.key_id = c.key_id WHERE c.token_hash = $1"
 )
 
@@ -222,18 +232,20 @@ async def mark_account_link_used(conn: asyncpg.Connection, link_id: int) -> bool
 
 
 async def insert_confirmation(conn: asyncpg.Connection, key_id: str, token_hash: bytes,
-                              ttl: float) -> None:
-    """Store a key's confirmation link; earlier links for the key stop working."""
+                              ttl: float, purpose: str = "key") -> int:
+    """Store a key's confirmation link and return its id; earlier links for the key stop
+    working, whatever they were for."""
     async with conn.transaction():
         await conn.execute(
             "UPDATE key_confirmations SET superseded_at = now() WHERE key_id = $1"
             " AND used_at IS NULL AND superseded_at IS NULL", key_id,
         )
-        await conn.execute(
-            "INSERT INTO key_confirmations (key_id, token_hash, expires_at)"
-            " VALUES ($1, $2, now() + make_interval(secs => $3))",
-            key_id, token_hash, ttl,
+        link_id: int = await conn.fetchval(
+            "INSERT INTO key_confirmations (key_id, token_hash, expires_at, purpose)"
+            " VALUES ($1, $2, now() + make_interval(secs => $3), $4) RETURNING id",
+            key_id, token_hash, ttl, purpose,
         )
+    return link_id
 
 
 async def find_confirmation(conn: asyncpg.Connection, token_hash: bytes, *,
@@ -243,7 +255,7 @@ async def find_confirmation(conn: asyncpg.Connection, token_hash: bytes, *,
     if row is None:
         return None
     return ConfirmationRow(link=_link(row), key_id=row["key_id"], key_name=row["name"],
-                           key_status=row["status"])
+                           key_status=row["status"], purpose=row["purpose"])
 
 
 async def mark_confirmation_used(conn: asyncpg.Connection, confirmation_id: int) -> bool:
@@ -275,6 +287,15 @@ async def get_key_owner(conn: asyncpg.Connection, key_id: str) -> tuple[int, str
         "SELECT user_id, status::text AS status, name FROM api_keys WHERE key_id = $1", key_id
     )
     return None if row is None else (row["user_id"], row["status"], row["name"])
+
+
+async def key_usage(conn: asyncpg.Connection, key_id: str, hours: int) -> list[UsageRow]:
+    """A key's requests per hour and outcome over the last `hours` hours (this one included)."""
+    rows = await conn.fetch(
+        "SELECT hour, code, requests FROM key_usage_hourly WHERE key_id = $1"
+        " AND hour > date_trunc('hour', now()) - make_interval(hours => $2)"
+        " ORDER BY hour, code", key_id, hours)
+    return [UsageRow(r["hour"], r["code"], r["requests"]) for r in rows]
 
 
 # --- TOTP --------------------------------------------------------------------------------

@@ -16,8 +16,10 @@ __all__ = [
     "deliver",
     "duration_text",
     "key_activated_notice",
+    "key_addresses_confirmation",
     "key_confirmation",
     "key_deleted_notice",
+    "key_roll_confirmation",
     "password_changed_notice",
     "password_reset",
     "recovery_code_used_notice",
@@ -163,3 +165,38 @@ def recovery_code_used_notice(request: web.Request, to: str, *, remaining: int,
         "remain. If this was not you, change your password and turn two-factor "
         "authentication off and on again to get new codes:\n\n"
         f"{admin_link(request, '/settings/2fa')}\n" + _FOOTER))
+
+
+# --- key lifecycle -------------------------------------------------------------------------
+
+
+def key_roll_confirmation(request: web.Request, to: str, token: str, *, old_key_id: str,
+                          new_key_id: str, name: str, overlap: str, ip: str) -> Message:
+    ttl = duration_text(request.app[SETTINGS_KEY].confirm_link_ttl)
+    return Message(to, f"Confirm the roll of your API key \u201c{name}\u201d", (
+        "Hello,\n\n"
+        f"A roll of the API key \u201c{name}\u201d ({old_key_id}) was requested for your Keygate "
+        f"account from {ip} on {_now()}: a new key ({new_key_id}) with the same settings "
+        f"replaces it, and the old key keeps working for {overlap} after you confirm.\n\n"
+        f"To confirm, open this link within {ttl}, logged in to Keygate. The new key's secret "
+        "is shown once, on the page the link opens:\n\n"
+        f"{admin_link(request, f'/keys/confirm/{token}')}\n\n"
+        "Only the most recent link sent for a key works. If you did not request this, do not "
+        f"open the link: delete the pending key at {admin_link(request, '/keys')} and change "
+        "your password.\n" + _FOOTER))
+
+
+def key_addresses_confirmation(request: web.Request, to: str, token: str, *, key_id: str,
+                               name: str, addresses: Sequence[str], cooldown: str,
+                               ip: str) -> Message:
+    ttl = duration_text(request.app[SETTINGS_KEY].confirm_link_ttl)
+    listed = "".join(f"  {address}\n" for address in addresses)
+    return Message(to, f"Confirm new withdrawal addresses for \u201c{name}\u201d", (
+        "Hello,\n\n"
+        f"New withdrawal addresses for the API key \u201c{name}\u201d ({key_id}) were requested "
+        f"from {ip} on {_now()}:\n\n{listed}\n"
+        f"To allow them, open this link within {ttl}, logged in to Keygate. They can be used "
+        f"{cooldown} after you confirm:\n\n"
+        f"{admin_link(request, f'/keys/confirm/{token}')}\n\n"
+        "If you did not request this, do not open the link: someone may have your password. "
+        f"Change it at once and check your keys at {admin_link(request, '/keys')}.\n" + _FOOTER))

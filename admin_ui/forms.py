@@ -11,26 +11,37 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from gateway.config.routes import KeyPolicy
 from gateway.http.client_ip import IpAddress
 from gateway.keys.accounts import MAX_PASSWORD, MIN_PASSWORD, AccountError, normalise_email
+from gateway.keys.addresses import AddressError, parse_addresses
 from gateway.keys.allowlist import MAX_ALLOWED_IPS, AllowlistError, parse_allowlist, split_ips
+from gateway.keys.policy import LIFETIME_FIELD, policy_problems
 
 __all__ = [
+    "MAX_EXPIRY_DAYS",
     "MAX_KEY_NAME",
+    "MAX_OVERLAP_HOURS",
+    "AddressRequest",
     "Credentials",
     "Fields",
     "FormErrors",
     "KeyRequest",
+    "RollRequest",
     "is_recovery_code_shape",
     "is_totp_shape",
     "normalise_code",
     "safe_next",
+    "validate_address_form",
     "validate_credentials",
     "validate_key_form",
     "validate_new_password",
+    "validate_roll_form",
 ]
 
 MAX_KEY_NAME = 64
+MAX_EXPIRY_DAYS = 3650
+MAX_OVERLAP_HOURS = 720
 Fields = Mapping[str, Sequence[str]]
 FormErrors = dict[str, str]
 
@@ -55,6 +66,24 @@ class KeyRequest:
     name: str
     permissions: tuple[str, ...]
     ips: tuple[IpAddress, ...]
+    totp: str | None
+    lifetime: float | None = None  # seconds; None: never expires
+    withdraw_addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RollRequest:
+    """A valid roll: how long the old key keeps working once the new one is confirmed."""
+
+    overlap_hours: float
+    totp: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AddressRequest:
+    """Withdrawal addresses to add to a live key."""
+
+    addresses: tuple[str, ...]
     totp: str | None
 
 
@@ -111,12 +140,31 @@ def validate_new_password(fields: Fields) -> tuple[str | None, FormErrors]:
     return (None, errors) if errors else (password, {})
 
 
+def _totp(fields: Fields, needs_totp: bool, errors: FormErrors) -> str | None:
+    if not needs_totp:
+        return None
+    code = normalise_code(_first(fields, "totp"))
+    if not _TOTP.fullmatch(code):
+        errors["totp"] = "Enter the 6-digit code from your authenticator app."
+        return None
+    return code
+
+
+def _sentence(message: str) -> str:
+    return message[:1].upper() + message[1:] + "."
+
+
 def validate_key_form(
     fields: Fields, known_permissions: Sequence[str], *, needs_totp: bool,
     require_ip_allowlist: frozenset[str] = frozenset(),
+    policy: KeyPolicy | None = None,
 ) -> tuple[KeyRequest | None, FormErrors]:
-    """Name, permissions (checkbox values), IPs (repeated and/or separated), 2FA code."""
+    """Name, permissions (checkbox values), IPs (repeated and/or separated), expiry in days
+    (`expires_in_days`, empty for never), withdrawal addresses (one per line), 2FA code; and
+    the key policy (`policy`, or only its allowlist rule as `require_ip_allowlist`)."""
     errors: FormErrors = {}
+    if policy is None:
+        policy = KeyPolicy(require_ip_allowlist=require_ip_allowlist)
 
     name = _first(fields, "name").strip()
     if not name:
@@ -144,25 +192,73 @@ def validate_key_form(
         try:
             ips = parse_allowlist(raw_ips)
         except AllowlistError as exc:
-            message = str(exc)
-            errors["ips"] = message[:1].upper() + message[1:] + "."
+            errors["ips"] = _sentence(str(exc))
 
-    needing_ips = sorted(set(permissions) & require_ip_allowlist)
-    if needing_ips and not ips and "ips" not in errors:
-        errors["ips"] = (f"A key with the {', '.join(needing_ips)} permission needs at least "
-                         "one IP address.")
-
-    totp: str | None = None
-    if needs_totp:
-        code = normalise_code(_first(fields, "totp"))
-        if not _TOTP.fullmatch(code):
-            errors["totp"] = "Enter the 6-digit code from your authenticator app."
+    lifetime: float | None = None
+    days_text = _first(fields, "expires_in_days").strip()
+    if days_text:
+        if not days_text.isdigit() or not 1 <= int(days_text) <= MAX_EXPIRY_DAYS:
+            errors["expires_in_days"] = (f"Enter a whole number of days from 1 to "
+                                         f"{MAX_EXPIRY_DAYS}, or leave it empty for a key "
+                                         "that does not expire.")
         else:
-            totp = code
+            lifetime = int(days_text) * 86400.0
 
+    addresses: tuple[str, ...] = ()
+    try:
+        addresses = parse_addresses(fields.get("withdraw_addresses") or ())
+    except AddressError as exc:
+        errors["withdraw_addresses"] = _sentence(str(exc))
+
+    problems = policy_problems(policy, permissions=permissions, has_ips=bool(ips),
+                               lifetime=lifetime)
+    if "ips" in problems and "ips" not in errors:
+        errors["ips"] = problems["ips"]
+    if LIFETIME_FIELD in problems and "expires_in_days" not in errors:
+        errors["expires_in_days"] = problems[LIFETIME_FIELD]
+
+    totp = _totp(fields, needs_totp, errors)
     if errors:
         return None, errors
-    return KeyRequest(name, permissions, ips, totp), {}
+    return KeyRequest(name, permissions, ips, totp, lifetime, addresses), {}
+
+
+def validate_roll_form(fields: Fields, *,
+                       needs_totp: bool) -> tuple[RollRequest | None, FormErrors]:
+    """`overlap_hours` (0 to 720, decimals allowed) and the 2FA code."""
+    errors: FormErrors = {}
+    text = _first(fields, "overlap_hours").strip()
+    overlap = -1.0
+    try:
+        overlap = float(text)
+    except ValueError:
+        pass
+    if not text or not 0 <= overlap <= MAX_OVERLAP_HOURS or overlap != overlap:
+        errors["overlap_hours"] = (f"Enter how many hours the old key keeps working, from 0 "
+                                   f"to {MAX_OVERLAP_HOURS}.")
+    totp = _totp(fields, needs_totp, errors)
+    if errors:
+        return None, errors
+    return RollRequest(overlap, totp), {}
+
+
+def validate_address_form(fields: Fields, *, needs_totp: bool, already: Sequence[str] = ()
+                          ) -> tuple[AddressRequest | None, FormErrors]:
+    """`withdraw_addresses` (one per line; at least one new) and the 2FA code."""
+    errors: FormErrors = {}
+    addresses: tuple[str, ...] = ()
+    try:
+        addresses = parse_addresses(fields.get("withdraw_addresses") or (), already=already)
+    except AddressError as exc:
+        errors["withdraw_addresses"] = _sentence(str(exc))
+    else:
+        if not addresses:
+            errors["withdraw_addresses"] = ("Enter at least one address this key does not "
+                                            "have yet, one per line.")
+    totp = _totp(fields, needs_totp, errors)
+    if errors:
+        return None, errors
+    return AddressRequest(addresses, totp), {}
 
 
 def safe_next(value: str | None, default: str = "/keys") -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.config.route_file import ConfigError, load_route_table
+from gateway.config.routes import KeyPolicy
 
 __all__ = ["PERMISSIONS_KEY", "PermissionCatalog"]
 
@@ -23,7 +24,7 @@ class PermissionCatalog:
         self._upstream = upstream_override
         self._mtime: float | None = None
         self._permissions: dict[str, str] = {}
-        self._require_allowlist: frozenset[str] = frozenset()
+        self._policy = KeyPolicy()
         self._load()
 
     def _load(self) -> None:
@@ -42,7 +43,7 @@ class PermissionCatalog:
                       "\n".join(exc.problems))
         else:
             self._permissions = dict(table.permissions)
-            self._require_allowlist = table.require_ip_allowlist
+            self._policy = table.policy
         self._mtime = mtime
 
     @property
@@ -57,8 +58,13 @@ class PermissionCatalog:
     @property
     def require_ip_allowlist(self) -> frozenset[str]:
         """Permissions the route file's policy allows only on keys with an IP allowlist."""
+        return self.policy.require_ip_allowlist
+
+    @property
+    def policy(self) -> KeyPolicy:
+        """The route file's key policy (allowlist, lifetime, dormancy)."""
         self._load()
-        return self._require_allowlist
+        return self._policy
 
 
 PERMISSIONS_KEY: web.AppKey[PermissionCatalog] = web.AppKey("permissions", PermissionCatalog)

@@ -41,6 +41,11 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/keys/{key_id}/resend", keys.resend_key, name="key_resend")
     r.add_get("/keys/{key_id}/delete", keys.delete_key_page, name="key_delete")
     r.add_post("/keys/{key_id}/delete", keys.delete_key_post, name="key_delete_post")
+    r.add_get("/keys/{key_id}/roll", keys.roll_key_page, name="key_roll")
+    r.add_post("/keys/{key_id}/roll", keys.roll_key_post, name="key_roll_post")
+    r.add_get("/keys/{key_id}/addresses", keys.addresses_page, name="key_addresses")
+    r.add_post("/keys/{key_id}/addresses", keys.addresses_post, name="key_addresses_post")
+    r.add_get("/keys/{key_id}/usage", keys.usage_page, name="key_usage")
 
     r.add_get("/audit", audit.audit_page, name="audit")
     r.add_static("/static", STATIC_DIR, name="static")

@@ -78,6 +78,23 @@ def _recovery_used(detail: Detail) -> str:
     return "Recovery code used" + (f" ({remaining} left)" if remaining is not None else "")
 
 
+def _key_rolled(detail: Detail) -> str:
+    ends = str(detail.get("old_expires_at") or "")
+    return (f"Key rolled: replaced by {detail.get('new_key_id')}"
+            + (f"; it works until {ends[:16].replace('T', ' ')} UTC" if ends else ""))
+
+
+def _addresses(done: bool) -> Callable[[Detail], str]:
+    def sentence(detail: Detail) -> str:
+        listed = ", ".join(str(a) for a in detail.get("withdraw_addresses") or ())
+        if done:
+            usable = str(detail.get("usable_from") or "")[:16].replace("T", " ")
+            return (f"Withdrawal addresses confirmed: {listed}"
+                    + (f"; usable from {usable} UTC" if usable else ""))
+        return f"Withdrawal addresses requested (pending confirmation): {listed}"
+    return sentence
+
+
 def _fixed(sentence: str) -> Callable[[Detail], str]:
     return lambda _detail: sentence
 
@@ -101,6 +118,10 @@ ACTIONS: Mapping[str, Callable[[Detail], str]] = {
     "key.link_resent": _fixed("Confirmation link sent again"),
     "key.confirmed": _fixed("Key confirmed and shown once"),
     "key.deleted": _fixed("Key deleted"),
+    "key.roll_requested": _fixed("Key roll requested (the new key waits for confirmation)"),
+    "key.rolled": _key_rolled,
+    "key.addresses_requested": _addresses(done=False),
+    "key.addresses_added": _addresses(done=True),
     "request.denied": _refused,
 }
 

@@ -81,6 +81,7 @@ class KeyInfo:
     last_used_ip: str | None = None
     expires_at: datetime | None = None  # its own, or the end of a roll's overlap
     rolled_from: str | None = None  # the key this one replaces
+    roll_overlap: float | None = None  # seconds the replaced key works after confirmation
     replaced_by: str | None = None  # the active key a confirmed roll made from this one
     withdraw_addresses: tuple[WithdrawAddress, ...] = ()
 
@@ -405,7 +406,7 @@ async def list_keys(conn: asyncpg.Connection, user_id: int, *,
     rows = await conn.fetch(
         "SELECT k.key_id, k.user_id, k.name, k.permissions, k.allowed_ips, k.status,"
         " k.created_at, k.confirmed_at, k.last_used_at, host(k.last_used_ip) AS last_used_ip,"
-        " k.expires_at, k.rolled_from,"
+        " k.expires_at, k.rolled_from, k.roll_overlap,"
         " (SELECT n.key_id FROM api_keys n WHERE n.rolled_from = k.key_id"
         "  AND n.status = 'active' ORDER BY n.confirmed_at DESC LIMIT 1) AS replaced_by"
         " FROM api_keys k"
@@ -427,7 +428,7 @@ async def list_keys(conn: asyncpg.Connection, user_id: int, *,
             created_at=r["created_at"], confirmed_at=r["confirmed_at"],
             last_used_at=r["last_used_at"], last_used_ip=r["last_used_ip"],
             expires_at=r["expires_at"], rolled_from=r["rolled_from"],
-            replaced_by=r["replaced_by"],
+            roll_overlap=r["roll_overlap"], replaced_by=r["replaced_by"],
             withdraw_addresses=tuple(addresses.get(r["key_id"], ())),
         )
         for r in rows
