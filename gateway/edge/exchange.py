@@ -23,6 +23,7 @@ from gateway.http.errors import (
     RequestTimeout,
     UpstreamTimeout,
     UpstreamUnavailable,
+    answer_bytes,
     error_answer,
 )
 from gateway.http.paths import normalise_path
@@ -30,7 +31,8 @@ from gateway.http.request import RequestView, request_id_for
 from gateway.observability.metrics import Metrics
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.headers import ResponseHead, client_response_head, upstream_request_head
-from gateway.pipeline.runner import run_steps
+from gateway.pipeline.local import LOCAL_ANSWERS, LocalAnswer
+from gateway.pipeline.runner import match_route, run_steps
 
 if TYPE_CHECKING:
     from gateway.edge.client import ClientConnection
@@ -52,7 +54,7 @@ class Exchange:
 
     __slots__ = ("body_done", "body_seen", "buffered", "client", "client_chunked", "closing",
                  "code", "ctx", "deadline", "finished", "head", "is_head", "out", "pool",
-                 "request_id", "response_started", "retried", "started", "status",
+                 "reading", "request_id", "response_started", "retried", "started", "status",
                  "upstream", "upstream_started", "view")
 
     def __init__(self, client: ClientConnection, view: RequestView, started: int) -> None:
@@ -65,6 +67,7 @@ class Exchange:
         self.body_done = not view.has_body  # the client's body has all arrived
         self.body_seen = 0
         self.buffered: list[bytes] | None = []  # body chunks before the upstream leg is up
+        self.reading: bytearray | None = None  # a body read whole before the steps run
         self.head = b""  # the upstream request's head, once the steps let it through
         self.out = b""  # the answer's head, held to go out with its first body bytes
         self.pool: UpstreamPool | None = None
@@ -95,6 +98,39 @@ class Exchange:
             ctx = self.ctx = RequestContext(view, self.request_id, path, ip, ip_text,
                                             edge.services)
             ctx.connection = client.state
+            match_route(ctx)
+            assert ctx.route is not None
+            if ctx.route.reads_body and self._reads_body_first():
+                return  # the steps run once the body is all there (`client_body_end`)
+        except GatewayError as error:
+            self.refuse(error)
+            return
+        except Exception:
+            log.exception("unhandled error in request %s", self.request_id)
+            self.refuse(InternalError())
+            return
+        self._run_steps()
+
+    def _reads_body_first(self) -> bool:
+        """A route whose steps read the body (`Route.reads_body`): True while it is still to
+        come, collected whole within the body limit into `ctx.body`."""
+        ctx, view = self.ctx, self.view
+        assert ctx is not None
+        if (view.content_length or 0) > self.client.edge.settings.max_body_size:
+            raise PayloadTooLarge
+        if self.body_done:
+            ctx.body = b""
+            return False
+        self.reading = bytearray()
+        if view.expects_continue and view.version == "1.1":
+            self.client.write(_CONTINUE)
+        return True
+
+    def _run_steps(self) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        edge = self.client.edge
+        try:
             pending = run_steps(ctx, edge.steps)
         except GatewayError as error:
             self.refuse(error)
@@ -136,9 +172,14 @@ class Exchange:
             self.refuse(PayloadTooLarge())
             return
         route = ctx.route
+        if route.local is not None:
+            self._answer_locally(route.local)
+            return
         pool = self.pool = edge.pools.get(route.upstream)
         target = ctx.path.encode() if not view.query else ctx.path.encode() + b"?" + view.query
-        if view.is_chunked:
+        if ctx.body is not None:  # read whole for the steps: sent as one, unchanged
+            framing = b"Content-Length: %d\r\n" % len(ctx.body)
+        elif view.is_chunked:
             framing = _CHUNKED
         elif view.content_length is not None:
             framing = b"Content-Length: %d\r\n" % view.content_length
@@ -169,7 +210,10 @@ class Exchange:
         if buffered:
             data += b"".join(self._framed(chunk) for chunk in buffered)
             self.client.resume(self.client.WAITING)
-        if self.body_done and self.view.is_chunked:
+        body = self.ctx.body if self.ctx is not None else None
+        if body is not None:
+            data += body  # SECURITY: the bytes the steps checked, and nothing else
+        elif self.body_done and self.view.is_chunked:
             data += _LAST_CHUNK
         conn.send(self, data)
 
@@ -186,6 +230,9 @@ class Exchange:
         if self.body_seen > self.client.edge.settings.max_body_size:
             self._give_up(PayloadTooLarge())
             return
+        if self.reading is not None:
+            self.reading += chunk
+            return
         if self.upstream is not None:
             assert self.upstream.transport is not None
             self.upstream.transport.write(self._framed(chunk))
@@ -199,6 +246,12 @@ class Exchange:
         if self.body_done:
             return
         self.body_done = True
+        if self.reading is not None:
+            body, self.reading = bytes(self.reading), None
+            if not self.finished and self.ctx is not None:
+                self.ctx.body = body
+                self._run_steps()
+            return
         if self.upstream is not None and self.view.is_chunked and not self.finished:
             assert self.upstream.transport is not None
             self.upstream.transport.write(_LAST_CHUNK)
@@ -358,6 +411,39 @@ class Exchange:
         self.response_started = True
         self.client.write(error_answer(error, self.request_id, closing=self.closing,
                                        rate=rate))
+        self._finish()
+
+    def _answer_locally(self, name: str) -> None:
+        """A route the gateway answers itself (`Route.local`), once its steps are through."""
+        ctx = self.ctx
+        assert ctx is not None
+        self.client.edge.run(self._send_local(LOCAL_ANSWERS[name](ctx)))
+
+    async def _send_local(self, pending: Awaitable[LocalAnswer]) -> None:
+        try:
+            local = await pending
+        except GatewayError as error:
+            if not self.finished:
+                self.refuse(error)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("unhandled error in request %s", self.request_id)
+            if not self.finished:
+                self.refuse(InternalError())
+            return
+        if self.finished:
+            return
+        ctx = self.ctx
+        headers = [*local.headers, ("X-Request-Id", self.request_id)]
+        if ctx is not None and ctx.rate_limit is not None:
+            headers += [("X-RateLimit-Limit", str(ctx.rate_limit)),
+                        ("X-RateLimit-Remaining", str(ctx.rate_remaining or 0))]
+        self.closing = not self.body_done or not self.view.keep_alive or self.client.is_closing
+        self.status = local.status
+        self.response_started = True
+        self.client.write(answer_bytes(local.status, local.body, headers, closing=self.closing))
         self._finish()
 
     def answer(self, data: bytes, status: int) -> None:

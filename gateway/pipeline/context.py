@@ -7,6 +7,8 @@ import ipaddress
 from collections.abc import Coroutine, Mapping
 from typing import Any, Protocol
 
+import asyncpg
+
 from gateway.config.routes import Route, RouteTable
 from gateway.config.settings import Settings
 from gateway.http.request import RequestView
@@ -30,6 +32,7 @@ class Services(Protocol):
     guard: AuthFailureGuard
     limiter: RateLimiter | None
     usage: UsageRecorder
+    pool: asyncpg.Pool  # PostgreSQL, for the answers the gateway gives itself
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...
 
@@ -55,6 +58,7 @@ class RequestContext:
     """Filled in step by step; a field is None until the step that finds it has run."""
 
     __slots__ = (
+        "body",
         "client_ip",
         "client_ip_text",
         "connection",
@@ -92,3 +96,6 @@ class RequestContext:
         self.rate_remaining: int | None = None
         self.upstream_ns: int | None = None  # time spent on the upstream, when it was asked
         self.connection: ConnectionState | None = None  # set when the server tracks it
+        # The whole body, read by the edge before the steps on a route that `reads_body`;
+        # exactly these bytes are forwarded.
+        self.body: bytes | None = None

@@ -15,6 +15,7 @@ from gateway.http.errors import RouteNotFound
 from gateway.pipeline.allowlist import check_ip
 from gateway.pipeline.auth import check_client_blocked, lookup_key, parse_key
 from gateway.pipeline.context import RequestContext
+from gateway.pipeline.lifecycle import check_key_expiry, check_withdrawal_address
 from gateway.pipeline.permissions import check_permission
 from gateway.pipeline.ratelimit import apply_rate_limit
 
@@ -36,8 +37,10 @@ PRIVATE_STEPS: tuple[Step, ...] = (
     check_client_blocked,
     parse_key,
     lookup_key,
+    check_key_expiry,
     check_ip,
     check_permission,
+    check_withdrawal_address,
     apply_rate_limit,
 )
 PUBLIC_STEPS: tuple[Step, ...] = (check_client_blocked, apply_rate_limit)
@@ -64,7 +67,8 @@ def run_steps(ctx: RequestContext, steps: Steps) -> Awaitable[None] | None:
     task), else an awaitable that runs the rest once the step that had to wait is done.
     The edge forwards the request once the steps are through.
     """
-    match_route(ctx)
+    if ctx.route is None:  # the edge may have matched it already (a route that reads_body)
+        match_route(ctx)
     assert ctx.route is not None
     chosen = steps.public if ctx.route.is_public else steps.private
     for index, step in enumerate(chosen):

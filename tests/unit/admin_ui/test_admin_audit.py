@@ -59,7 +59,15 @@ def test_a_refusal_names_method_path_code_and_reason() -> None:
     ("2fa.failed", {"during": "enable"},
      "Wrong two-factor code while turning two-factor authentication on"),
     ("2fa.recovery_code_used", {"remaining": 8}, "Recovery code used (8 left)"),
-    ("key.rolled", {}, "Event key.rolled"),
+    ("key.renamed", {}, "Event key.renamed"),  # an action this UI does not know yet
+    ("key.rolled", {"old_key_id": "a" * 16, "new_key_id": "b" * 16,
+                    "old_expires_at": "2030-01-02T03:04:05.123+00:00"},
+     f"Key rolled: replaced by {'b' * 16}; it works until 2030-01-02 03:04 UTC"),
+    ("key.addresses_added", {"withdraw_addresses": ["bc1q", "0xab"],
+                             "usable_from": "2030-01-02T03:04:05+00:00"},
+     "Withdrawal addresses confirmed: bc1q, 0xab; usable from 2030-01-02 03:04 UTC"),
+    ("key.addresses_requested", {"withdraw_addresses": ["bc1q"]},
+     "Withdrawal addresses requested (pending confirmation): bc1q"),
 ])
 def test_sentences(action: str, detail: dict[str, object], sentence: str) -> None:
     assert describe_event(action, detail) == sentence
