@@ -133,17 +133,26 @@ async def test_a_key_past_its_expiry_is_refused_from_a_cache_warm_before_it(
 
 
 async def test_an_expired_key_is_not_an_authentication_failure(
-    gateway: RunningGateway, gateway_settings: Settings, db: asyncpg.Pool,
-    http: aiohttp.ClientSession,
+    settings: Settings, sandbox: RunningApp, db: asyncpg.Pool, http: aiohttp.ClientSession,
 ) -> None:
-    key = await make_key(db, gateway_settings, lifetime=0.5)
-    await asyncio.sleep(0.6)
-    for _ in range(3):
-        status, body = await call(http, gateway.url, key)
-        assert status == 401 and body["error"] == "APIKEY_EXPIRED"
-    guard = gateway.services.guard
-    await asyncio.sleep(0.05)
-    assert not guard.blocked_for("127.0.0.1")
+    live = settings.replace(upstream_url=sandbox.url, auth_fail_limit=2)
+    running = await start_gateway(live)
+    try:
+        expired = await make_key(db, live, lifetime=0.5)
+        valid = await make_key(db, live)
+        await asyncio.sleep(0.6)
+        for _ in range(4):  # past the failure limit, were these failures
+            status, body = await call(http, running.url, expired)
+            assert status == 401 and body["error"] == "APIKEY_EXPIRED"
+        await asyncio.sleep(0.2)
+        assert (await call(http, running.url, valid))[0] == 200  # the IP is not blocked
+        for _ in range(3):  # whereas wrong keys do get it blocked
+            await call(http, running.url, "kg_" + "a" * 16 + "_wrong")
+        await asyncio.sleep(0.2)
+        status, body = await call(http, running.url, valid)
+        assert status == 403 and body["error"] == "CLIENT_IP_BLOCKED"
+    finally:
+        await running.stop()
 
 
 # --- rolling -----------------------------------------------------------------------------
