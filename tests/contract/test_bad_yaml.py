@@ -78,6 +78,13 @@ EXPECTED: dict[str, list[str]] = {
         "{file}:1: upstreams: an upstream named 'default' is required "
         "(or set GATEWAY_UPSTREAM_URL)",
     ],
+    "policy_bad_lifecycle.yaml": [
+        "{file}:7: policy.max_key_lifetime_days: expected a positive whole number, not '-30'",
+        "{file}:8: policy.dormant_after_days: expected a positive whole number, not '1.5'",
+        "{file}:13: routes[0]: withdraw_address needs methods with a body (POST, PUT or PATCH)",
+        "{file}:14: routes[1]: /gateway/v1/key is answered by the gateway itself (key "
+        "introspection); remove this route",
+    ],
     "policy_unknown_permission.yaml": [
         "{file}:7: policy.require_ip_allowlist[1]: unknown permission 'withdraw'",
     ],
