@@ -67,7 +67,7 @@ class Exchange:
         self.body_done = not view.has_body  # the client's body has all arrived
         self.body_seen = 0
         self.buffered: list[bytes] | None = []  # body chunks before the upstream leg is up
-        self.reading: bytearray | None = None  # a body read whole before the steps run
+        self.reading: bytearray | None = None  # a body read whole (`Route.reads_body`)
         self.head = b""  # the upstream request's head, once the steps let it through
         self.out = b""  # the answer's head, held to go out with its first body bytes
         self.pool: UpstreamPool | None = None
@@ -100,37 +100,8 @@ class Exchange:
             ctx.connection = client.state
             match_route(ctx)
             assert ctx.route is not None
-            if ctx.route.reads_body and self._reads_body_first():
-                return  # the steps run once the body is all there (`client_body_end`)
-        except GatewayError as error:
-            self.refuse(error)
-            return
-        except Exception:
-            log.exception("unhandled error in request %s", self.request_id)
-            self.refuse(InternalError())
-            return
-        self._run_steps()
-
-    def _reads_body_first(self) -> bool:
-        """A route whose steps read the body (`Route.reads_body`): True while it is still to
-        come, collected whole within the body limit into `ctx.body`."""
-        ctx, view = self.ctx, self.view
-        assert ctx is not None
-        if (view.content_length or 0) > self.client.edge.settings.max_body_size:
-            raise PayloadTooLarge
-        if self.body_done:
-            ctx.body = b""
-            return False
-        self.reading = bytearray()
-        if view.expects_continue and view.version == "1.1":
-            self.client.write(_CONTINUE)
-        return True
-
-    def _run_steps(self) -> None:
-        ctx = self.ctx
-        assert ctx is not None
-        edge = self.client.edge
-        try:
+            if ctx.route.reads_body:
+                self._read_body_whole()
             pending = run_steps(ctx, edge.steps)
         except GatewayError as error:
             self.refuse(error)
@@ -172,6 +143,10 @@ class Exchange:
             self.refuse(PayloadTooLarge())
             return
         route = ctx.route
+        if ctx.body is None and ctx.body_arrived is not None:
+            # Read whole (no step needed it yet): forwarded whole, once it is all there.
+            ctx.body_arrived.add_done_callback(self._forward_when_arrived)
+            return
         if route.local is not None:
             self._answer_locally(route.local)
             return
@@ -193,6 +168,10 @@ class Exchange:
         conn = pool.acquire(self._on_upstream)
         if conn is not None:
             self._on_upstream(conn)
+
+    def _forward_when_arrived(self, arrived: asyncio.Future[bytes]) -> None:
+        if not self.finished and not arrived.cancelled():
+            self.forward()
 
     def _on_upstream(self, conn: UpstreamConnection | BaseException) -> None:
         if isinstance(conn, BaseException):
@@ -222,6 +201,22 @@ class Exchange:
 
     # --- the client's body -------------------------------------------------------------
 
+    def _read_body_whole(self) -> None:
+        """A route whose steps read the body (`Route.reads_body`): it is collected whole,
+        within the body limit, for `ctx.body_arrived`; the steps that need no body run
+        meanwhile, so a request they refuse never has its body read."""
+        ctx, view = self.ctx, self.view
+        assert ctx is not None
+        if (view.content_length or 0) > self.client.edge.settings.max_body_size:
+            raise PayloadTooLarge
+        if self.body_done:
+            ctx.body = b""
+            return
+        self.reading = bytearray()
+        ctx.body_arrived = self.client.edge.loop.create_future()
+        if view.expects_continue and view.version == "1.1":
+            self.client.write(_CONTINUE)
+
     def client_body(self, chunk: bytes) -> None:
         """A piece of the client's body (the parser's `on_body`)."""
         self.body_seen += len(chunk)
@@ -248,9 +243,12 @@ class Exchange:
         self.body_done = True
         if self.reading is not None:
             body, self.reading = bytes(self.reading), None
-            if not self.finished and self.ctx is not None:
-                self.ctx.body = body
-                self._run_steps()
+            ctx = self.ctx
+            if ctx is not None:
+                if ctx.body is None:
+                    ctx.body = body
+                if ctx.body_arrived is not None and not ctx.body_arrived.done():
+                    ctx.body_arrived.set_result(body)
             return
         if self.upstream is not None and self.view.is_chunked and not self.finished:
             assert self.upstream.transport is not None
@@ -469,6 +467,8 @@ class Exchange:
             return
         self.finished = True
         ctx = self.ctx
+        if ctx is not None and ctx.body_arrived is not None and not ctx.body_arrived.done():
+            ctx.body_arrived.cancel()  # a step waiting for a body that will not come
         if ctx is not None and self.upstream_started:
             ctx.upstream_ns = time.perf_counter_ns() - self.upstream_started
         client = self.client

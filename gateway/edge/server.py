@@ -69,15 +69,20 @@ class Listening:
         await self.services.aclose()
 
 
-async def listen(settings: Settings, sock: socket.socket) -> Listening:
-    """Open the gateway's services and serve the data plane on `sock` (bound, listening)."""
+async def listen(settings: Settings, sock: socket.socket, *,
+                 start_serving: bool = True) -> Listening:
+    """Open the gateway's services and serve the data plane on `sock` (bound, listening).
+
+    With `start_serving` False, connections wait in the socket's queue until
+    `listening.server.start_serving()`: the status port can come up first."""
     services = await Gateway.open(settings)
     try:
         ssl_context = settings.ssl_context
         edge = Edge(services, is_tls=ssl_context is not None)
         loop = asyncio.get_running_loop()
         server = await loop.create_server(lambda: ClientConnection(edge), sock=sock,
-                                          backlog=4096, ssl=ssl_context)
+                                          backlog=4096, ssl=ssl_context,
+                                          start_serving=start_serving)
     except BaseException:
         await services.aclose()
         raise
@@ -114,7 +119,7 @@ def bind_workers(host: str, port: int, workers: int) -> list[socket.socket]:
 
 async def _run_until_signal(settings: Settings, sock: socket.socket,
                             status: tuple[str, int] | None) -> None:
-    listening = await listen(settings, sock)
+    listening = await listen(settings, sock, start_serving=False)
     # Start-up objects (modules, route table, pools) live as long as the process: keep them
     # out of the collector's way, so full collections stay short under load.
     gc.collect()
@@ -125,6 +130,8 @@ async def _run_until_signal(settings: Settings, sock: socket.socket,
                                       access_log=None)
         await status_runner.setup()
         await web.TCPSite(status_runner, status[0], status[1]).start()
+    # Answering on the gateway port says the process is up: its status port is, too.
+    await listening.server.start_serving()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

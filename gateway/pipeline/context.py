@@ -3,6 +3,7 @@ and the narrow view of the process's services that the steps are given beside it
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Coroutine, Mapping
 from typing import Any, Protocol
@@ -59,6 +60,7 @@ class RequestContext:
 
     __slots__ = (
         "body",
+        "body_arrived",
         "client_ip",
         "client_ip_text",
         "connection",
@@ -96,6 +98,8 @@ class RequestContext:
         self.rate_remaining: int | None = None
         self.upstream_ns: int | None = None  # time spent on the upstream, when it was asked
         self.connection: ConnectionState | None = None  # set when the server tracks it
-        # The whole body, read by the edge before the steps on a route that `reads_body`;
-        # exactly these bytes are forwarded.
+        # On a route that `reads_body`, the edge collects the whole body (within the body
+        # limit) and resolves `body_arrived` with it; a step that needs it waits for that.
+        # Exactly these bytes are forwarded.
         self.body: bytes | None = None
+        self.body_arrived: asyncio.Future[bytes] | None = None

@@ -4,6 +4,7 @@ request from the cached record, the clock and (for withdrawals) the body. No I/O
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 
 from gateway.keys.addresses import refusal_for_address, withdrawal_address_of
 from gateway.keys.expiry import refusal_for_expiry
@@ -29,21 +30,38 @@ def check_key_expiry(ctx: RequestContext) -> None:
         raise refusal
 
 
-def check_withdrawal_address(ctx: RequestContext) -> None:
-    """Reads `ctx.route.withdraw_address`, `ctx.key.withdraw_addresses`, `ctx.body`.
+def check_withdrawal_address(ctx: RequestContext) -> Awaitable[None] | None:
+    """Reads `ctx.route.withdraw_address`, `ctx.key.withdraw_addresses`, `ctx.body` (waiting
+    for `ctx.body_arrived` while the body is still coming).
 
     On a route with an address check, a key with allowed addresses is let through only
     when the body's address is one of them and past its cooldown. Raises
     `WithdrawBodyUnreadable` (400) when the address cannot be read, and
     `WithdrawAddressNotAllowed` (403 MISSING_PERMISSION) when it is not allowed (yet).
+    The earlier steps have run by then: a client without a valid key never has its body
+    read.
     """
     route, key = ctx.route, ctx.key
     assert route is not None and key is not None
-    path = route.withdraw_address
-    if path is None or not key.withdraw_addresses:
-        return
+    if route.withdraw_address is None or not key.withdraw_addresses:
+        return None
+    if ctx.body is None and ctx.body_arrived is not None:
+        return _check_when_arrived(ctx)
+    _check_address(ctx)
+    return None
+
+
+async def _check_when_arrived(ctx: RequestContext) -> None:
+    assert ctx.body_arrived is not None
+    ctx.body = await ctx.body_arrived
+    _check_address(ctx)
+
+
+def _check_address(ctx: RequestContext) -> None:
+    route, key = ctx.route, ctx.key
+    assert route is not None and route.withdraw_address is not None and key is not None
     # SECURITY: the very bytes checked here are the bytes forwarded (`ctx.body`).
-    address = withdrawal_address_of(ctx.body, path)
+    address = withdrawal_address_of(ctx.body, route.withdraw_address)
     refusal = refusal_for_address(key, address, time.time())
     if refusal is not None:
         raise refusal

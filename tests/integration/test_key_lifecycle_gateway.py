@@ -432,6 +432,28 @@ async def test_a_chunked_withdrawal_is_read_whole_checked_and_forwarded(
     assert headers["content-length"] == str(len(body)) and "transfer-encoding" not in headers
 
 
+async def test_a_client_without_a_valid_key_never_has_its_withdrawal_body_read(
+    gateway: RunningGateway, gateway_settings: Settings, db: asyncpg.Pool,
+) -> None:
+    """The key steps run before the body is awaited: a bad key is answered at once, with
+    the announced body still unsent, and for a good key without an address list the body is
+    not needed to decide either."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    started = time.monotonic()
+    try:
+        writer.write((f"POST {WITHDRAW} HTTP/1.1\r\nHost: x\r\n"
+                      "Authorization: Bearer kg_aaaaaaaaaaaaaaaa_" + "a" * 52 + "aaaaaaa\r\n"
+                      "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+                      ).encode())
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(4096), 2)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert time.monotonic() - started < 1.0
+    assert b"Connection: close" in answer  # the unread body cannot be told from a request
+
+
 async def test_a_withdrawal_body_over_the_limit_is_refused(
     settings: Settings, sandbox: RunningApp, db: asyncpg.Pool, http: aiohttp.ClientSession,
 ) -> None:

@@ -295,12 +295,12 @@ async def test_a_usage_flush_that_fails_keeps_its_batch(settings: Settings,
 
 
 async def test_policy_impact_counts_existing_keys(settings: Settings, db: asyncpg.Pool,
-                                                  database_url: str) -> None:
+                                                  pg_server_url: str) -> None:
     # A database of its own: the counts must not see other tests' keys.
     from gateway.ops.runtime import migrate_database
     from tests.support import services
 
-    server = database_url.rsplit("/", 1)[0] + "/postgres"
+    server = pg_server_url
     url = await asyncio.to_thread(services.create_database, server, "keygate_policy")
     try:
         await migrate_database(url)
