@@ -10,10 +10,8 @@ gateway must drop. Advisories of other HTTP stacks are ported as cases; each nam
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -21,13 +19,13 @@ import pytest_asyncio
 
 from gateway.config.settings import Settings
 from gateway.observability.outcomes import Outcome
+from tests.support.edgestack import edge_settings as edge_settings_for
 from tests.support.rawclient import Answer, Reply, converse, error_of, open_raw
 from tests.support.recording import ParsedRequest, RecordingUpstream, parse_requests
 from tests.support.servers import IssuedKey, RunningGateway, issue_key, start_gateway
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.0
 IDLE_TIMEOUT = 2.0
@@ -42,14 +40,6 @@ BALANCES = b"/public/v1/account/balances"
 # --- the servers ---------------------------------------------------------------------------
 
 
-def _routes(folder: Path) -> Path:
-    """The shipped route table, plus a HEAD route (it has none) for the HEAD cases."""
-    path = folder / "routes.yaml"
-    path.write_text((ROOT / "config" / "routes.yaml").read_text()
-                    + "  - {path: /public/v1/time, methods: [HEAD], public: true}\n")
-    return path
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def upstream() -> AsyncIterator[RecordingUpstream]:
     server = RecordingUpstream()
@@ -61,16 +51,10 @@ async def upstream() -> AsyncIterator[RecordingUpstream]:
 @pytest.fixture(scope="module")
 def edge_settings(database_url: str, redis_url: str, upstream: RecordingUpstream,
                   tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    folder = tmp_path_factory.mktemp("edge")
-    return Settings(
-        database_url=database_url, redis_url=redis_url,
-        redis_prefix=f"kgtest:{secrets.token_hex(6)}:",
-        secret_key=secrets.token_urlsafe(32), key_pepper=secrets.token_urlsafe(32),
-        routes_path=_routes(folder), data_dir=folder / "data", upstream_url=upstream.url,
-        auth_fail_limit=10_000, rate_limits=False,
+    return edge_settings_for(
+        database_url, redis_url, upstream.url, tmp_path_factory.mktemp("edge"),
         client_header_timeout=HEADER_TIMEOUT, client_body_timeout=BODY_TIMEOUT,
-        client_timeout=IDLE_TIMEOUT,
-    )
+        client_timeout=IDLE_TIMEOUT)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

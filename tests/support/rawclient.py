@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import httptools
 
-__all__ = ["Answer", "Reply", "converse", "error_of", "open_raw"]
+__all__ = ["Answer", "Reply", "converse", "error_of", "open_raw", "read_answers"]
 
 
 @dataclass
@@ -155,6 +155,13 @@ async def converse(port: int, parts: bytes | Sequence[bytes | float], *, answers
         writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()
+    return reply
+
+
+def read_answers(raw: bytes) -> Reply:
+    """The answers in `raw` (none of them to HEAD), read strictly."""
+    reply = Reply(raw=raw)
+    _Reader(reply).feed(raw)
     return reply
 
 

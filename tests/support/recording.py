@@ -247,6 +247,10 @@ class RecordingUpstream:
             found += read.requests
         return found
 
+    def since_mark(self, conn: UpstreamConn) -> bytes:
+        """What `conn` carried since the last `mark()`."""
+        return bytes(conn.data[self._marks.get(conn.index, 0):])
+
     def carrying(self) -> list[UpstreamConn]:
         """The connections that carried bytes since the last `mark()`."""
         return [conn for conn in self.connections
