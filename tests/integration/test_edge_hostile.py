@@ -146,7 +146,7 @@ def assert_clean(request: ParsedRequest, key: IssuedKey | None = None) -> None:
 async def nothing_reached(upstream: RecordingUpstream) -> None:
     """Not a byte of the request reached the upstream (looked at after a moment: a request
     refused while its upstream leg was being set up must not be sent late)."""
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.05)
     assert upstream.received() == [], upstream.received()
 
 
@@ -157,7 +157,7 @@ async def no_whole_request(upstream: RecordingUpstream) -> None:
     for data in upstream.received():
         assert parse_requests(data).requests == [], data
     carried = upstream.carrying()
-    closed = await upstream.wait_for(lambda: all(not c.is_open for c in carried), 2.0)
+    closed = await upstream.wait_for(lambda: all(not c.is_open for c in carried), 1.0)
     assert closed, "an upstream connection still holds a half-sent request"
 
 
