@@ -161,6 +161,14 @@ async def no_whole_request(upstream: RecordingUpstream) -> None:
     assert closed, "an upstream connection still holds a half-sent request"
 
 
+async def pooled(gateway: RunningGateway, upstream: RecordingUpstream) -> None:
+    """Leave an idle upstream connection in the gateway's pool, so the next request's head
+    goes upstream at once (the case where a refusal must cut the upstream leg)."""
+    reply = await converse(gateway.port, get(TIME))
+    assert reply.statuses == [200], reply
+    upstream.mark()
+
+
 def refused(reply: Reply, status: int, code: str, *, closes: bool = True) -> Answer:
     """One answer, the contract's error; with `closes`, the gateway then closed."""
     assert reply.error is None, reply
@@ -422,6 +430,7 @@ async def test_unreadable_chunked_bodies_are_refused_and_the_upstream_leg_cut(
     """A chunked body that turns unreadable gets 400 and the connection closes. The request's
     head may have gone upstream already (bodies stream), but never a whole request, and the
     upstream connection that carried its start is closed, not left holding it."""
+    await pooled(gateway, upstream)
     raw = post(b"Transfer-Encoding: chunked\r\n", body).replace(b"{A}", auth(key))
     reply = await converse(gateway.port, raw + _SMUGGLED)
     refused(reply, 400, "ILLEGAL_CHARS")
@@ -432,6 +441,7 @@ async def test_a_chunked_body_refused_after_its_head_went_upstream(
         gateway: RunningGateway, upstream: RecordingUpstream, key: IssuedKey) -> None:
     """The same, in two steps, so the upstream surely has the head and first chunk before the
     bad chunk arrives."""
+    await pooled(gateway, upstream)
     head = post(b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n").replace(b"{A}", auth(key))
     reader, writer = await open_raw(gateway.port)
     writer.write(head)
@@ -496,7 +506,7 @@ async def test_a_connection_header_cannot_hide_the_key(
 @pytest.mark.parametrize("given", [b"a b", b"x" * 65, b"id%0d%0aSet-Cookie:%20a=b", b"\xc3\xa9"])
 async def test_unsafe_request_ids_are_replaced_on_both_legs(
         gateway: RunningGateway, upstream: RecordingUpstream, given: bytes) -> None:
-    """uvicorn GHSA-33c7-2mpw-hg34 (CVE-2020-7695): a value echoed into an answer's headers
+    """uvicorn GHSA-f97h-2pfx-f59f (CVE-2020-7695): a value echoed into an answer's headers
     must not split it. An id the gateway would not echo is replaced, on both legs alike."""
     reply = await converse(gateway.port, get(TIME, b"X-Request-Id: " + given + b"\r\n"))
     assert reply.statuses == [200], reply
@@ -505,6 +515,19 @@ async def test_unsafe_request_ids_are_replaced_on_both_legs(
     assert answer.header("Set-Cookie") is None
     request = forwarded_once(upstream, "GET", TIME)
     assert request.values(b"x-request-id") == [answer.header("X-Request-Id").encode()]  # type: ignore[union-attr]
+
+
+async def test_percent_encoded_escape_sequences_never_reach_the_log_decoded(
+        gateway: RunningGateway, upstream: RecordingUpstream, outcomes: list[Outcome]) -> None:
+    """uvicorn CVE-2020-7694: a path logged after percent-decoding writes terminal escape
+    sequences into the access log. Only unreserved characters are ever decoded."""
+    path = b"/public/v1/order-book/%1b%5b31mRED%1b%5b0m%0d%0aforged"
+    reply = await converse(gateway.port, get(path))
+    assert reply.statuses == [200], reply
+    assert forwarded_once(upstream, "GET", path).path == path  # sent on as it came
+    gateway.services.outcomes.drain()
+    assert [o.path for o in outcomes] == [path.decode()]
+    assert not any(c in outcomes[0].path for c in "\x1b\r\n")
 
 
 async def test_two_request_ids_the_first_is_kept_and_sent_once(
