@@ -65,9 +65,9 @@ class ClientConnection(asyncio.Protocol):
     # its upstream leg, or too many pipelined requests wait their turn.
     UPSTREAM_FULL, WAITING, QUEUED = 1, 2, 4
 
-    __slots__ = ("_header_bytes", "_headers", "_in_head", "_url", "address", "current",
-                 "deadline", "edge", "is_closing", "is_half_closed", "parser", "parsing",
-                 "paused", "peer", "queue", "state", "transport")
+    __slots__ = ("_header_bytes", "_headers", "_in_head", "_refusal", "_url", "address",
+                 "current", "deadline", "edge", "is_closing", "is_half_closed", "parser",
+                 "parsing", "paused", "peer", "queue", "state", "transport")
 
     def __init__(self, edge: Edge) -> None:
         self.edge = edge
@@ -87,6 +87,8 @@ class ClientConnection(asyncio.Protocol):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
+        # A request that could not be read, answered once those before it are.
+        self._refusal: tuple[GatewayError, RequestView | None] | None = None
 
     # --- asyncio protocol ----------------------------------------------------------------
 
@@ -178,6 +180,11 @@ class ClientConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if self.is_closing:
+            # An answer already said this connection ends: what follows in the same read is
+            # not a request the gateway takes (it would go upstream and never be answered).
+            self.pause(self.QUEUED)
+            return
         parser = self.parser
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method)
@@ -216,6 +223,12 @@ class ClientConnection(asyncio.Protocol):
         if b"#" in target:
             raise IllegalChars
         read_headers(view, self._headers)
+        if view.has_body and self.parser.should_upgrade():
+            # SECURITY: llhttp ends an upgrade request at its head and hands back what
+            # follows as another protocol's bytes: its body would be read as a request.
+            raise MalformedRequest("A request asking to switch protocols must not carry a body")
+        if view.is_chunked and view.version == "1.0":
+            view.keep_alive = False  # RFC 9112 section 6.1: the framing cannot be trusted
         if view.method in _BODYLESS and view.has_body:
             # SECURITY: a body the upstream may not expect could be read as a second request.
             raise IllegalChars(f"A {view.method} request must not carry a body")
@@ -274,9 +287,11 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.queue:
             following = self.current = self.queue.popleft()
-            if len(self.queue) < self.edge.settings.max_pipelined:
+            if len(self.queue) < self.edge.settings.max_pipelined and self._refusal is None:
                 self.resume(self.QUEUED)
             following.start()
+        elif self._refusal is not None:
+            self._send_refusal(*self._refusal)
         elif self.is_half_closed:
             self.close()
         elif self.parsing is None and not self._in_head:
@@ -318,18 +333,33 @@ class ClientConnection(asyncio.Protocol):
             self.close()
 
     def _refuse_unreadable(self, error: GatewayError, view: RequestView | None = None) -> None:
-        """Answer a request that could not be read, then close. Like every answer, it is
-        counted and gets an access-log line."""
+        """Answer a request that could not be read, then close. Requests read whole before
+        it are answered first, in order; nothing after it is read. Like every answer, the
+        refusal is counted and gets an access-log line."""
         self.pause(self.QUEUED)  # nothing more is read from this connection
-        self.is_closing = True
+        bad = self.parsing  # a request whose body turned unreadable, if that was it
+        current = self.current
+        if bad is not None:
+            view = bad.view
+            if bad is current:  # answering it: what it sent so far is all it gets
+                self._drop_queue()
+                self.is_closing = True
+                current.refuse(error)
+                return
+            while self.queue and self.queue[-1] is not bad:
+                self.queue.pop().client_lost()
+            self.queue.pop().client_lost()  # its turn never comes: the refusal takes it
+        if current is not None and (view is None or current.view is not view):
+            self._refusal = (error, view)  # once the requests ahead of it are answered
+            return
+        self._drop_queue()
+        self._send_refusal(error, view)
+
+    def _drop_queue(self) -> None:
         while self.queue:
             self.queue.popleft().client_lost()
-        current = self.current
-        if current is not None and (view is None or current.view is not view):
-            # The request in progress was read; what came after it was not.
-            if self.parsing is current:
-                current.refuse(error)  # its own body was unreadable
-            return
+
+    def _send_refusal(self, error: GatewayError, view: RequestView | None) -> None:
         if view is None:
             view = RequestView("UNKNOWN", b"/", self.peer, self.edge.scheme)
         request_id = request_id_for(view.request_id)

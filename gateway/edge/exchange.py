@@ -393,6 +393,7 @@ class Exchange:
         """Answer with the contract's error instead of the upstream's answer."""
         if self.finished:
             return
+        self._abort_upstream()  # a request half-sent must not sit on an upstream connection
         if self.response_started:  # too late for another answer
             self.client.abort()
             self._finish(client_gone=True)

@@ -25,9 +25,9 @@ _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 
 def _decode_unreserved(match: re.Match[str]) -> str:
     """An escape of an unreserved character as the character (section 6.2.2.2); any other
-    escape kept, with upper-case hex digits (section 6.2.2.1)."""
+    escape kept as sent."""
     char = chr(int(match.group(1), 16))
-    return char if char in _UNRESERVED else match.group(0).upper()
+    return char if char in _UNRESERVED else match.group(0)
 
 
 @functools.lru_cache(maxsize=4096)  # the same few endpoints are called over and over

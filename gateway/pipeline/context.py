@@ -14,7 +14,6 @@ from gateway.config.routes import Route, RouteTable
 from gateway.config.settings import Settings
 from gateway.http.request import RequestView
 from gateway.keys.tokens import ParsedToken
-from gateway.keys.usage import UsageRecorder
 from gateway.pipeline.abuse import AuthFailureGuard
 from gateway.pipeline.limiter import RateLimiter
 from gateway.store.base import KeyRecord
@@ -32,7 +31,6 @@ class Services(Protocol):
     peppers: Mapping[int, str]
     guard: AuthFailureGuard
     limiter: RateLimiter | None
-    usage: UsageRecorder
     pool: asyncpg.Pool  # PostgreSQL, for the answers the gateway gives itself
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...

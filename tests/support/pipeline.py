@@ -20,7 +20,6 @@ from gateway.config.settings import Settings
 from gateway.http.client_ip import parse_address
 from gateway.http.request import RequestView
 from gateway.keys.tokens import generate_key_id, generate_token, hash_secret
-from gateway.keys.usage import UsageRecorder
 from gateway.pipeline.abuse import AuthFailureGuard
 from gateway.pipeline.context import ConnectionState, RequestContext
 from gateway.pipeline.limiter import RateLimiter
@@ -86,7 +85,7 @@ class FakeServices:
         self.peppers: Mapping[int, str] = {1: PEPPER}
         self.guard = AuthFailureGuard(None, "unit:", auth_fail_limit, 60.0, 600.0)
         self.limiter: RateLimiter | None = RateLimiter(None, "unit:") if rate_limits else None
-        self.usage = UsageRecorder(cast(Any, None), 60.0)  # touch() only: no flush here
+        self.pool = cast(Any, None)  # no step here asks PostgreSQL
         self.spawned: list[Coroutine[Any, Any, None]] = []
         self.account = 0
 

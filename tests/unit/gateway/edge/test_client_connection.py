@@ -184,14 +184,18 @@ async def test_unreadable_bytes_get_400_and_the_connection_closes() -> None:
 
 
 async def test_bytes_after_a_read_request_that_cannot_be_read_close_after_its_answer() -> None:
+    """The request read whole is answered; then the unreadable bytes get their 400, and the
+    connection closes."""
     h = EdgeHarness()
     up, up_t = h.upstream()
     conn, t = h.client()
     conn.data_received(get(request_id=b"good") + b"GET / HTTP/1.1\r\nBad Name: 1\r\n\r\n")
     assert request_ids(up_t) == [b"good"]
+    assert not t.closed  # not before the good request's answer
     up.data_received(ok())
     answers = split_answers(t.take())
-    assert answers[0][0] == 200 and answers[0][1]["connection"] == "close"
+    assert [status for status, _, _ in answers] == [200, 400]
+    assert answers[1][1]["connection"] == "close"
     assert t.closed
 
 

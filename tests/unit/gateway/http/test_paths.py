@@ -25,7 +25,7 @@ from gateway.http.paths import normalise_path
         ("/public/v1/account/orders/client/..", "/public/v1/account/orders"),
         ("/public/v1/order-book/BTC_EUR", "/public/v1/order-book/BTC_EUR"),
         ("/public/v1/a%20b", "/public/v1/a%20b"),  # a harmless escape is kept as sent
-        ("/public/v1/a%c3%a9", "/public/v1/a%C3%A9"),  # with upper-case hex digits
+        ("/public/v1/a%c3%a9", "/public/v1/a%c3%a9"),  # other escapes: as sent
         # Escapes of unreserved characters are the characters themselves (RFC 3986 6.2.2.2).
         ("/public/v1/account/orders/%63ancel-all-after",
          "/public/v1/account/orders/cancel-all-after"),

@@ -3,6 +3,7 @@ limiter whose answers the test chooses."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from gateway.config.routes import RateLimit
 from gateway.http.errors import RateLimited
 from gateway.pipeline.context import RequestContext
-from gateway.pipeline.limiter import RateLimiter
+from gateway.pipeline.limiter import RateLimiter, Taken
 from gateway.pipeline.ratelimit import apply_rate_limit
 from gateway.store.base import KeyRecord
 from tests.support.pipeline import FakeServices, context
@@ -24,9 +25,10 @@ def services() -> FakeServices:
 
 
 async def hit(ctx: RequestContext) -> None:
+    """The step, awaited when it must wait (a limiter that asks Redis)."""
     pending = apply_rate_limit(ctx)
-    assert pending is not None
-    await pending
+    if pending is not None:
+        await pending
 
 
 def keyed(services: FakeServices, record: KeyRecord, path: str = BALANCES,
@@ -107,23 +109,35 @@ async def test_the_budget_refills_at_the_emission_interval(
 
 
 class ChosenLimiter(RateLimiter):
-    """A limiter whose every answer is the one given, recording what it was asked."""
+    """A limiter whose every answer is the one given, later (as from Redis), recording what
+    it was asked."""
 
     def __init__(self, answer: tuple[bool, float, int]) -> None:
         super().__init__(None, "chosen:")
         self.answer = answer
         self.asked: list[tuple[str, RateLimit]] = []
 
-    async def hit(self, key: str, limit: RateLimit) -> tuple[bool, float, int]:
+    def take(self, key: str, limit: RateLimit) -> Taken | asyncio.Future[Taken]:
         self.asked.append((key, limit))
-        return self.answer
+        future: asyncio.Future[Taken] = asyncio.get_running_loop().create_future()
+        future.set_result(self.answer)
+        return future
+
+
+def test_a_local_answer_needs_no_waiting(services: FakeServices) -> None:
+    """The in-process GCRA (Redis unknown or down) answers at once: no awaitable."""
+    ctx = keyed(services, services.mint().record)
+    assert apply_rate_limit(ctx) is None
+    assert ctx.rate_remaining == 2
 
 
 async def test_the_step_passes_on_the_limiters_answer(services: FakeServices) -> None:
     chosen = services.limiter = ChosenLimiter((True, 0.0, 17))
     record = services.mint(account_id=9).record
     ctx = keyed(services, record)
-    await hit(ctx)
+    pending = apply_rate_limit(ctx)
+    assert pending is not None  # an answer still to come is waited for
+    await pending
     assert (ctx.rate_limit, ctx.rate_remaining) == (3, 17)
     assert chosen.asked == [("chosen:rl:private:a:9", ctx.route.rate_limit)]  # type: ignore[union-attr]
     chosen.answer = (False, 2.2, 0)
