@@ -18,10 +18,11 @@ import asyncio
 import collections
 import logging
 import time
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import httptools
 
+from gateway.edge.edge import Edge
 from gateway.edge.exchange import Exchange
 from gateway.http.client_ip import Address, client_ip, parse_address
 from gateway.http.errors import (
@@ -36,9 +37,6 @@ from gateway.http.errors import (
 from gateway.http.request import RequestView, request_id_for
 from gateway.pipeline.context import ConnectionState
 from gateway.pipeline.headers import read_headers
-
-if TYPE_CHECKING:
-    from gateway.edge.edge import Edge
 
 __all__ = ["ClientConnection"]
 

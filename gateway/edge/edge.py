@@ -8,19 +8,37 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from gateway.config.tls import upstream_context
 from gateway.edge.upstream import UpstreamPools
-from gateway.http.client_ip import is_trusted
+from gateway.http.client_ip import Address, is_trusted
 from gateway.http.errors import answer_bytes
 from gateway.services import Gateway
 
-if TYPE_CHECKING:
-    from gateway.edge.client import ClientConnection
-    from gateway.edge.exchange import Exchange
+__all__ = ["Connection", "Edge", "OwnAnswer"]
 
-__all__ = ["Edge"]
+
+class Connection(Protocol):
+    """A client connection as the edge counts and sweeps it (`ClientConnection`)."""
+
+    peer: str
+    address: Address | None
+
+    def check_deadline(self, now: float) -> None: ...
+
+    def drain(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class OwnAnswer(Protocol):
+    """A request the gateway port answers itself (an `Exchange`)."""
+
+    request_id: str
+    finished: bool
+
+    def answer(self, data: bytes, status: int) -> None: ...
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +57,17 @@ class Edge:
         self.pools = UpstreamPools(settings.upstream_connections,
                                    settings.upstream_connect_timeout,
                                    upstream_context(settings.upstream_ca_file))
-        self.connections: set[ClientConnection] = set()
+        self.connections: set[Connection] = set()
         self._per_ip: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.refused = 0  # connections turned away by a cap
         self.timed_out = 0  # connections cut by a deadline
-        self.own_answers: dict[str, Callable[[Exchange], None]] = {
+        self.own_answers: dict[str, Callable[[OwnAnswer], None]] = {
             "/healthz": self._healthz, "/readyz": self._readyz}
 
     # --- connections ---------------------------------------------------------------------
 
-    def admit(self, conn: ClientConnection) -> bool:
+    def admit(self, conn: Connection) -> bool:
         """Count a new connection in, or refuse it: over the process's cap, or over the
         per-address cap (which a trusted proxy, carrying many clients, is not held to)."""
         settings = self.settings
@@ -65,12 +83,12 @@ class Edge:
         self.connections.add(conn)
         return True
 
-    def _is_proxy(self, conn: ClientConnection) -> bool:
+    def _is_proxy(self, conn: Connection) -> bool:
         trusted = self.settings.trusted_proxies
         return bool(trusted) and conn.address is not None and is_trusted(conn.address[0],
                                                                          trusted)
 
-    def forget(self, conn: ClientConnection) -> None:
+    def forget(self, conn: Connection) -> None:
         if conn not in self.connections:
             return
         self.connections.discard(conn)
@@ -117,10 +135,10 @@ class Edge:
 
     # --- the gateway's own answers -------------------------------------------------------
 
-    def _healthz(self, exchange: Exchange) -> None:
+    def _healthz(self, exchange: OwnAnswer) -> None:
         exchange.answer(_json(200, {"status": "ok"}, exchange.request_id), 200)
 
-    def _readyz(self, exchange: Exchange) -> None:
+    def _readyz(self, exchange: OwnAnswer) -> None:
         async def answer() -> None:
             checks = await self.services.readiness()
             ready = checks["postgres"] and checks["upstream"]

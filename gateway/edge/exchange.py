@@ -12,9 +12,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from gateway.edge.edge import Edge
 from gateway.edge.upstream import UpstreamConnection, UpstreamPool
+from gateway.http.client_ip import Address
 from gateway.http.errors import (
     GatewayError,
     InternalError,
@@ -29,15 +31,34 @@ from gateway.http.errors import (
 from gateway.http.paths import normalise_path
 from gateway.http.request import RequestView, request_id_for
 from gateway.observability.metrics import Metrics
-from gateway.pipeline.context import RequestContext
+from gateway.pipeline.context import ConnectionState, RequestContext
 from gateway.pipeline.headers import ResponseHead, client_response_head, upstream_request_head
 from gateway.pipeline.local import LOCAL_ANSWERS, LocalAnswer
 from gateway.pipeline.runner import match_route, run_steps
 
-if TYPE_CHECKING:
-    from gateway.edge.client import ClientConnection
+__all__ = ["ClientSide", "Exchange"]
 
-__all__ = ["Exchange"]
+
+class ClientSide(Protocol):
+    """What an exchange asks of the client connection it answers (`ClientConnection`)."""
+
+    UPSTREAM_FULL: int  # reasons to pause reading
+    WAITING: int
+    edge: Edge
+    state: ConnectionState
+    is_closing: bool
+
+    def client_address(self, view: RequestView) -> Address: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def abort(self) -> None: ...
+
+    def pause(self, reason: int) -> None: ...
+
+    def resume(self, reason: int) -> None: ...
+
+    def exchange_finished(self, exchange: Exchange, closing: bool) -> None: ...
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +78,7 @@ class Exchange:
                  "reading", "request_id", "response_started", "retried", "started", "status",
                  "upstream", "upstream_started", "view")
 
-    def __init__(self, client: ClientConnection, view: RequestView, started: int) -> None:
+    def __init__(self, client: ClientSide, view: RequestView, started: int) -> None:
         self.client = client
         self.view = view
         self.started = started  # perf_counter_ns
