@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 from gateway.edge.edge import Edge
 from gateway.edge.upstream import UpstreamConnection, UpstreamPool
@@ -61,6 +61,8 @@ class ClientSide(Protocol):
     def exchange_finished(self, exchange: Exchange, closing: bool) -> None: ...
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _BUFFERED_MAX = 64 * 1024  # body bytes held while the upstream leg is being set up
 _CHUNKED = b"Transfer-Encoding: chunked\r\n"
@@ -134,11 +136,16 @@ class Exchange:
         if pending is None:
             self.forward()
         else:
-            edge.run(self._after_steps(pending))
+            edge.run(self._then(pending, self._forward_after))
 
-    async def _after_steps(self, pending: Awaitable[None]) -> None:
+    def _forward_after(self, _: None) -> None:
+        self.forward()
+
+    async def _then(self, pending: Awaitable[T], go: Callable[[T], None]) -> None:
+        """The slow path's task: wait for `pending`, then `go` on with its result; a
+        `GatewayError` (or a fault) on the way is this request's answer instead."""
         try:
-            await pending
+            result = await pending
         except GatewayError as error:
             if not self.finished:
                 self.refuse(error)
@@ -151,7 +158,7 @@ class Exchange:
                 self.refuse(InternalError())
             return
         if not self.finished:
-            self.forward()
+            go(result)
 
     # --- the upstream leg ----------------------------------------------------------------
 
@@ -284,7 +291,7 @@ class Exchange:
     def upstream_head(self, head: ResponseHead, eof_framed: bool) -> None:
         client, view = self.client, self.view
         self.status = head.status
-        closing = not view.keep_alive or client.is_closing or not self.body_done
+        closing = self._is_last()
         if self.is_head or head.status in (204, 304):
             framing = (b"Content-Length: %d\r\n" % head.content_length
                        if head.content_length is not None else b"")
@@ -295,9 +302,7 @@ class Exchange:
             self.client_chunked = True
         else:  # an HTTP/1.0 client: the end of the connection ends the answer
             framing, closing = b"", True
-        ctx = self.ctx
-        rate = (ctx.rate_limit, ctx.rate_remaining or 0) if (
-            ctx is not None and ctx.rate_limit is not None) else None
+        rate = self._rate()
         self.closing = closing
         self.response_started = True
         # Sent with the first body bytes, or when the answer ends: one write, not two, for
@@ -423,10 +428,8 @@ class Exchange:
         if isinstance(error, KeyInvalid) and ctx is not None:
             guard = ctx.services.guard
             ctx.services.spawn(guard.record_failure(ctx.client_ip_text))
-        rate = (ctx.rate_limit, ctx.rate_remaining or 0) if (
-            ctx is not None and ctx.rate_limit is not None) else None
-        # What is left of an unread body cannot be told from the next request: close.
-        self.closing = not self.body_done or not self.view.keep_alive or self.client.is_closing
+        rate = self._rate()
+        self.closing = self._is_last()
         self.status, self.code = error.status, error.code
         self.response_started = True
         self.client.write(error_answer(error, self.request_id, closing=self.closing,
@@ -437,30 +440,15 @@ class Exchange:
         """A route the gateway answers itself (`Route.local`), once its steps are through."""
         ctx = self.ctx
         assert ctx is not None
-        self.client.edge.run(self._send_local(LOCAL_ANSWERS[name](ctx)))
+        self.client.edge.run(self._then(LOCAL_ANSWERS[name](ctx), self._send_local))
 
-    async def _send_local(self, pending: Awaitable[LocalAnswer]) -> None:
-        try:
-            local = await pending
-        except GatewayError as error:
-            if not self.finished:
-                self.refuse(error)
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("unhandled error in request %s", self.request_id)
-            if not self.finished:
-                self.refuse(InternalError())
-            return
-        if self.finished:
-            return
-        ctx = self.ctx
+    def _send_local(self, local: LocalAnswer) -> None:
         headers = [*local.headers, ("X-Request-Id", self.request_id)]
-        if ctx is not None and ctx.rate_limit is not None:
-            headers += [("X-RateLimit-Limit", str(ctx.rate_limit)),
-                        ("X-RateLimit-Remaining", str(ctx.rate_remaining or 0))]
-        self.closing = not self.body_done or not self.view.keep_alive or self.client.is_closing
+        rate = self._rate()
+        if rate is not None:
+            headers += [("X-RateLimit-Limit", str(rate[0])),
+                        ("X-RateLimit-Remaining", str(rate[1]))]
+        self.closing = self._is_last()
         self.status = local.status
         self.response_started = True
         self.client.write(answer_bytes(local.status, local.body, headers, closing=self.closing))
@@ -470,7 +458,7 @@ class Exchange:
         """An answer the gateway makes itself (health, readiness), whole. Not an outcome:
         a load balancer's probes would drown the access log and the request counts."""
         self.status = status
-        self.closing = not self.body_done or not self.view.keep_alive or self.client.is_closing
+        self.closing = self._is_last()
         self.response_started = True
         self.client.write(data)
         self._finish(recorded=False)
@@ -483,6 +471,18 @@ class Exchange:
         if not self.response_started:
             self.status = _CLIENT_GONE
         self._finish(client_gone=True)
+
+    def _rate(self) -> tuple[int, int] | None:
+        """The rate-limit headers' figures, once the limit was counted."""
+        ctx = self.ctx
+        if ctx is None or ctx.rate_limit is None:
+            return None
+        return ctx.rate_limit, ctx.rate_remaining or 0
+
+    def _is_last(self) -> bool:
+        """Whether the connection ends after this answer: what is left of an unread body
+        cannot be told from the next request."""
+        return not self.body_done or not self.view.keep_alive or self.client.is_closing
 
     def _finish(self, *, client_gone: bool = False, recorded: bool = True) -> None:
         if self.finished:
