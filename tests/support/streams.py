@@ -28,9 +28,9 @@ async def start_stream_sandbox() -> RunningApp:
 
 def stream_settings(settings: Settings, sandbox: RunningApp, **changes: Any) -> Settings:
     """`settings` with the gateway's REST and stream upstreams both on `sandbox`."""
-    return settings.replace(upstream_url=sandbox.url,
-                            stream_upstream_url=f"ws://127.0.0.1:{sandbox.port}/streams",
-                            **changes)
+    return settings.replace(**{"upstream_url": sandbox.url,
+                               "stream_upstream_url": f"ws://127.0.0.1:{sandbox.port}/streams",
+                               **changes})
 
 
 def stream_url(gateway: RunningGateway | str) -> str:
