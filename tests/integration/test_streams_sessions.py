@@ -443,7 +443,7 @@ async def test_stream_routes_are_reloaded_like_routes(
     tmp_path: Path,
 ) -> None:
     routes = tmp_path / "routes.yaml"
-    original = Path(settings.routes_path).read_text()
+    original = Path(settings.routes_path).read_text()  # noqa: ASYNC240 (a small file)
     routes.write_text(original)
     running = await start_gateway(stream_settings(settings, stream_sandbox,
                                                   routes_path=routes))

@@ -13,8 +13,8 @@ from gateway.config.settings import Settings
 from sandbox import build_sandbox_app
 from tests.support.servers import RunningApp, RunningGateway, start_app
 
-__all__ = ["TICK", "closed_with", "collect", "expect_error", "next_message", "receive_json",
-           "recorded", "start_stream_sandbox", "stream_settings", "stream_url"]
+__all__ = ["TICK", "close_of", "closed_with", "collect", "expect_error", "next_message",
+           "receive_json", "recorded", "start_stream_sandbox", "stream_settings", "stream_url"]
 
 TICK = 0.05
 MARKET = frozenset({"HEARTBEAT", "MARKET_TICKER_UPDATES", "ORDER_BOOK_UPDATE", "PRICE_TICK",
@@ -71,6 +71,12 @@ async def expect_error(ws: aiohttp.ClientWebSocketResponse, code: str,
 
 async def closed_with(ws: aiohttp.ClientWebSocketResponse, timeout: float = 3.0) -> int:
     """The close code the server ends with (market data before the close skipped)."""
+    return (await close_of(ws, timeout))[0]
+
+
+async def close_of(ws: aiohttp.ClientWebSocketResponse,
+                   timeout: float = 3.0) -> tuple[int, str]:
+    """The close code and reason the server ends with (market data before it skipped)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -80,7 +86,8 @@ async def closed_with(ws: aiohttp.ClientWebSocketResponse, timeout: float = 3.0)
             assert kind in MARKET | {"CONNECTION_CLOSING"}, message.data
             continue
         assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), message
-        return int(ws.close_code if ws.close_code is not None else message.data)
+        code = ws.close_code if ws.close_code is not None else message.data
+        return int(code), str(message.extra or "")
 
 
 async def collect(ws: aiohttp.ClientWebSocketResponse, seconds: float) -> list[dict[str, Any]]:
