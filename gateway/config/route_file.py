@@ -447,7 +447,9 @@ def _stream_access(loader: _Loader, node: Node, where: str, kind: str,
 
 
 def _stream_route(loader: _Loader, node: Node, where: str, permissions: dict[str, str],
-                  default_upstream: str | None) -> StreamRoute | None:
+                  default_upstream: str | None, has_default: bool) -> StreamRoute | None:
+    """One stream route; `has_default`: a default upstream was given (perhaps a bad one,
+    reported already)."""
     fields = loader.attempt(_mapping, node, where)
     if fields is None:
         return None
@@ -469,7 +471,7 @@ def _stream_route(loader: _Loader, node: Node, where: str, permissions: dict[str
     if "upstream" in fields:
         upstream = loader.attempt(stream_url, fields["upstream"][1], f"{where}.upstream")
         is_whole = is_whole and upstream is not None
-    elif upstream is None:
+    elif upstream is None and not has_default:
         loader.problem(node, where, "needs an 'upstream', or a default one in streams.upstream "
                                     "(or set GATEWAY_STREAM_UPSTREAM_URL)")
     channels: dict[str, str | None] = {}
@@ -509,7 +511,8 @@ def _streams(loader: _Loader, node: Node, permissions: dict[str, str], routes: l
              if "routes" in fields else [])
     for index, item in enumerate(items):
         where = f"streams.routes[{index}]"
-        stream = _stream_route(loader, item, where, permissions, default)
+        stream = _stream_route(loader, item, where, permissions, default,
+                               "upstream" in fields or upstream_override is not None)
         if stream is None:
             continue
         if stream.path in out:
