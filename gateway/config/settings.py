@@ -111,7 +111,7 @@ class Settings:
     stream_max_message_size: int = 1024**2  # larger is refused with close 1009, both ways
     stream_messages_per_second: float = 50.0  # a client's messages, per session (burst: 1 s)
     stream_max_sessions_per_key: int = 10  # per process
-    stream_max_sessions_per_ip: int = 50  # per process and client address; proxies exempt
+    stream_max_sessions_per_ip: int = 50  # per process and client address (as proxies name it)
     stream_idle_timeout: float = 60.0  # pinged at half of it; silent this long: closed
     stream_send_buffer: int = 1024**2  # past it, reading the upstream pauses
     stream_send_timeout: float = 10.0  # a client whose buffer stays full this long is cut
