@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from gateway.config.routes import StreamRoute
 from gateway.config.settings import Settings
+from gateway.config.tls import upstream_context
 from gateway.http.client_ip import Address
 from gateway.http.errors import ClientIpBlocked, GatewayError, MalformedRequest
 from gateway.http.request import RequestView, request_id_for
@@ -144,7 +145,9 @@ class StreamGate:
     def target(self, url: str) -> StreamTarget:
         target = self._targets.get(url)
         if target is None:
-            target = self._targets[url] = StreamTarget(url)
+            tls = (upstream_context(self.settings.upstream_ca_file)
+                   if url.startswith("wss:") else None)
+            target = self._targets[url] = StreamTarget(url, tls)
         return target
 
     # --- the upgrade ---------------------------------------------------------------------

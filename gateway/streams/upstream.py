@@ -47,7 +47,8 @@ class StreamTarget:
 
     __slots__ = ("host", "host_header", "port", "ssl", "target", "url")
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, tls: ssl.SSLContext | None = None) -> None:
+        """`tls`: the context for wss:// (the REST upstreams' own, with its CA file)."""
         parts = urlsplit(url)
         self.url = url
         self.host = parts.hostname or "127.0.0.1"
@@ -56,7 +57,9 @@ class StreamTarget:
         self.host_header = parts.netloc.encode("idna")
         target = parts.path or "/"
         self.target = (target + "?" + parts.query if parts.query else target).encode()
-        self.ssl: ssl.SSLContext | None = ssl.create_default_context() if is_tls else None
+        self.ssl: ssl.SSLContext | None = None
+        if is_tls:
+            self.ssl = tls if tls is not None else ssl.create_default_context()
 
 
 class StreamUpstream(asyncio.Protocol):

@@ -461,3 +461,47 @@ async def test_stream_routes_are_reloaded_like_routes(
             await subscribe(ws, TICKER)
     finally:
         await running.stop()
+
+
+async def test_tls_on_both_legs(settings: Settings, db: asyncpg.Pool, tmp_path: Path) -> None:
+    """wss:// to the gateway (TLS in the process) and wss:// from it to the upstream, verified
+    against the upstream CA file REST uses."""
+    import ssl
+
+    from aiohttp import web
+
+    from sandbox import build_sandbox_app
+    from tests.support.tls import self_signed
+
+    cert, key_file = self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key_file)
+    runner = web.AppRunner(build_sandbox_app(stream_tick=0.05), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    live = settings.replace(upstream_url=f"https://localhost:{port}",
+                            stream_upstream_url=f"wss://localhost:{port}/streams",
+                            upstream_ca_file=cert, tls_cert=cert, tls_key=key_file)
+    running = await start_gateway(live)
+    client_tls = ssl.create_default_context(cafile=str(cert))
+    try:
+        token = await issue_key(db, live, ["read"])
+        async with aiohttp.ClientSession() as http, http.ws_connect(
+                f"wss://localhost:{running.port}/streams", ssl=client_tls) as ws:
+            await authenticate(ws, token)
+            await subscribe(ws, TICKER, HISTORY)
+            await next_message(ws, "BALANCES_SNAPSHOT")
+        # Without the CA file, the upstream's certificate is refused: fail closed.
+        untrusting = await start_gateway(live.replace(upstream_ca_file=None))
+        try:
+            async with aiohttp.ClientSession() as http, http.ws_connect(
+                    f"wss://localhost:{untrusting.port}/streams", ssl=client_tls) as ws:
+                await ws.send_json({"type": "SUBSCRIBE", "channels": [TICKER]})
+                await expect_error(ws, "SERVICE_UNAVAILABLE")
+        finally:
+            await untrusting.stop()
+    finally:
+        await running.stop()
+        await runner.cleanup()
