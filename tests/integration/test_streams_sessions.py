@@ -39,6 +39,7 @@ from tests.support.streams import (
     receive_json,
     recorded,
     start_stream_sandbox,
+    stream_routes,
     stream_settings,
     stream_url,
 )
@@ -443,7 +444,8 @@ async def test_stream_routes_are_reloaded_like_routes(
     tmp_path: Path,
 ) -> None:
     routes = tmp_path / "routes.yaml"
-    original = Path(settings.routes_path).read_text()  # noqa: ASYNC240 (a small file)
+    shipped = stream_settings(settings, stream_sandbox).routes_path
+    original = Path(shipped).read_text()  # noqa: ASYNC240 (a small file)
     routes.write_text(original)
     running = await start_gateway(stream_settings(settings, stream_sandbox,
                                                   routes_path=routes))
@@ -481,7 +483,8 @@ async def test_tls_on_both_legs(settings: Settings, db: asyncpg.Pool, tmp_path: 
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    live = settings.replace(upstream_url=f"https://localhost:{port}",
+    live = settings.replace(routes_path=stream_routes(settings),
+                            upstream_url=f"https://localhost:{port}",
                             stream_upstream_url=f"wss://localhost:{port}/streams",
                             upstream_ca_file=cert, tls_cert=cert, tls_key=key_file)
     running = await start_gateway(live)

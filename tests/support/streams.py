@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -13,8 +14,9 @@ from gateway.config.settings import Settings
 from sandbox import build_sandbox_app
 from tests.support.servers import RunningApp, RunningGateway, start_app
 
-__all__ = ["TICK", "close_of", "closed_with", "collect", "expect_error", "next_message",
-           "receive_json", "recorded", "start_stream_sandbox", "stream_settings", "stream_url"]
+__all__ = ["STREAMS", "TICK", "close_of", "closed_with", "collect", "expect_error", "next_message",
+           "receive_json", "recorded", "start_stream_sandbox", "stream_routes", "stream_settings",
+           "stream_url"]
 
 TICK = 0.05
 MARKET = frozenset({"HEARTBEAT", "MARKET_TICKER_UPDATES", "ORDER_BOOK_UPDATE", "PRICE_TICK",
@@ -26,9 +28,38 @@ async def start_stream_sandbox() -> RunningApp:
     return await start_app(build_sandbox_app(stream_tick=TICK, stream_heartbeat=0.25))
 
 
+# The shipped stream route, added to the tests' route table (its routes stay last there).
+STREAMS = """
+streams:
+  upstream: ws://127.0.0.1:9000/streams
+  routes:
+    - path: /streams
+      channels:
+        MARKET_TICKER: public
+        ORDER_BOOK: public
+        PRICE_TICKS: public
+        CANDLESTICKS: public
+        ACCOUNT_HISTORY: read
+        TRADING: read
+        ORDERS: trade
+      messages:
+        CREATE_ORDER: trade
+        CANCEL_ORDER: trade
+"""
+
+
+def stream_routes(settings: Settings) -> Path:
+    """The tests' route table with the stream route added, beside the test's data folder."""
+    routes = settings.data_dir.parent / "routes-streams.yaml"
+    if not routes.exists():
+        routes.write_text(Path(settings.routes_path).read_text() + STREAMS)
+    return routes
+
+
 def stream_settings(settings: Settings, sandbox: RunningApp, **changes: Any) -> Settings:
-    """`settings` with the gateway's REST and stream upstreams both on `sandbox`."""
-    return settings.replace(**{"upstream_url": sandbox.url,
+    """`settings` with a route table that has the stream route, and the gateway's REST and
+    stream upstreams both on `sandbox`."""
+    return settings.replace(**{"upstream_url": sandbox.url, "routes_path": stream_routes(settings),
                                "stream_upstream_url": f"ws://127.0.0.1:{sandbox.port}/streams",
                                **changes})
 
