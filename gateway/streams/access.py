@@ -1,16 +1,13 @@
 """Who a stream session is, and what it may do: the REST pipeline's own steps, run for it.
 
 A session's key is checked by the steps a private REST request runs (`check_client_blocked`,
-`parse_key`, `lookup_key`, `check_ip`), on a `RequestContext` made for the occasion, so a
-stream refuses exactly what REST refuses, with the same codes. A channel's or a message's
-permission goes through `check_ip` (the `require_ip_allowlist` policy) and
-`check_permission`, given a route that names it.
+`parse_key`, `lookup_key`, `check_key_expiry`, `check_ip`), on a `RequestContext` made for
+the occasion, so a stream refuses exactly what REST refuses, with the same codes. A
+channel's or a message's permission goes through `check_ip` (the `require_ip_allowlist`
+policy) and `check_permission`, given a route that names it.
 """
 
 from __future__ import annotations
-
-import time
-from datetime import datetime
 
 from gateway.config.routes import RateLimit, Route, StreamRoute
 from gateway.http.client_ip import Address
@@ -19,6 +16,7 @@ from gateway.http.request import RequestView
 from gateway.pipeline.allowlist import check_ip
 from gateway.pipeline.auth import check_client_blocked, lookup_key, parse_key
 from gateway.pipeline.context import ConnectionState, RequestContext, Services
+from gateway.pipeline.lifecycle import check_key_expiry
 from gateway.pipeline.permissions import check_permission
 from gateway.store.base import KeyRecord
 
@@ -41,13 +39,8 @@ class Refusal(Exception):
 
 
 def expiry_of(record: KeyRecord) -> float | None:
-    """The key's expiry as a unix time, when its record carries one (`expires_at`)."""
-    value = getattr(record, "expires_at", None)
-    if isinstance(value, datetime):
-        return value.timestamp()
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return None
+    """The key's expiry as a unix time (its own, or a roll's overlap end), if it has one."""
+    return record.expires_at
 
 
 def identity_of(record: KeyRecord) -> tuple[str, int, frozenset[str]]:
@@ -94,20 +87,18 @@ class StreamAccess:
 
     async def check_key(self, authorization: list[str]) -> KeyRecord:
         """The key `authorization` (`Bearer TOKEN` values) presents, checked as REST checks it
-        (blocked client address, format, store, IP allowlist) and its expiry. Raises the
-        step's `GatewayError`, or `Refusal("APIKEY_EXPIRED")`."""
+        (blocked client address, format, store, expiry and dormancy, IP allowlist). Raises
+        the failing step's `GatewayError`."""
         ctx = self._context(authorization)
         check_client_blocked(ctx)
         parse_key(ctx)
         pending = lookup_key(ctx)
         if pending is not None:
             await pending
+        check_key_expiry(ctx)
         check_ip(ctx)
         key = ctx.key
         assert key is not None
-        expires = expiry_of(key)
-        if expires is not None and expires <= time.time():
-            raise Refusal("APIKEY_EXPIRED", "The API key has expired")
         return key
 
     @property

@@ -33,6 +33,7 @@ from gateway.config.routes import StreamRoute
 from gateway.http.client_ip import Address
 from gateway.http.errors import GatewayError, KeyInvalid, KeyMissing, StoreUnavailable
 from gateway.http.request import RequestView
+from gateway.keys.expiry import refusal_for_expiry
 from gateway.keys.tokens import TOKEN_PREFIX, parse_token
 from gateway.pipeline.headers import upstream_request_head
 from gateway.store.base import KeyRecord
@@ -446,8 +447,10 @@ class StreamSession(asyncio.Protocol):
 
     def _expired(self) -> None:
         self._expiry = None
-        if not self.is_closing:
-            self.end("APIKEY_EXPIRED", "The API key has expired")
+        key = self.key
+        if not self.is_closing and key is not None:
+            refusal = refusal_for_expiry(key, max(time.time(), expiry_of(key) or 0.0))
+            self.end("APIKEY_EXPIRED", refusal.text if refusal is not None else None)
 
     async def recheck(self, *, is_changed: bool) -> None:
         """Check the session's key again, as a new request would be (`is_changed`: the key

@@ -4,12 +4,13 @@ stops it. A second gateway runs as a real `gateway serve` process.
 Deleting a key closes its live streams, on every gateway, within the revocation bound: an
 INVALID_APIKEY error, then close 1008. Measured over many deletions, with Redis up (100 ms)
 and with Redis down (2 s, PostgreSQL's NOTIFY carries it). A key's expiry closes its streams
-on time too.
+on time too, and an expired key opens none.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import statistics
 import time
 from collections.abc import AsyncIterator
@@ -20,7 +21,8 @@ import asyncpg
 import pytest
 
 from gateway.config.settings import Settings
-from gateway.keys.lifecycle import delete_key
+from gateway.keys.accounts import create_user
+from gateway.keys.lifecycle import activate_key, create_key, delete_key
 from gateway.store.redis import RedisKeyCache, connect_redis
 from tests.support.processes import GatewayProcess
 from tests.support.servers import RunningApp, bearer, issue_key, start_gateway
@@ -132,36 +134,53 @@ async def test_with_redis_down_deleting_a_key_closes_its_streams_within_2s(
     assert p99(timings.from_commit) < 2.0, timings.report("redis down")
 
 
+async def _expiring_key(db: asyncpg.Pool, live: Settings, lifetime: float) -> tuple[str, float]:
+    """A token for an active read key expiring `lifetime` seconds from now, and its expiry."""
+    async with db.acquire() as conn:
+        user_id = await create_user(conn, f"u{secrets.token_hex(6)}@example.com",
+                                    "correct horse battery", verified=True)
+        key_id = await create_key(conn, user_id=user_id, name="expiring", permissions=["read"],
+                                  allowed_ips=(), actor="test", lifetime=lifetime)
+        token = await activate_key(conn, key_id, pepper=live.key_pepper or "",
+                                   hash_version=live.key_pepper_version, actor="test")
+        expires = await conn.fetchval(
+            "SELECT extract(epoch FROM expires_at) FROM api_keys WHERE key_id = $1", key_id)
+    return token, float(expires)
+
+
 async def test_an_expiring_key_closes_its_streams_when_it_expires(
     settings: Settings, stream_sandbox: RunningApp, db: asyncpg.Pool,
 ) -> None:
-    """Expiry is read from the key's record (`expires_at`); here a record that carries one
-    stands in for the session's key, as the store hands it."""
     live = stream_settings(settings, stream_sandbox)
     running = await start_gateway(live)
-    key = await issue_key(db, live, ["read"])
+    token, expires = await _expiring_key(db, live, 1.0)
     try:
         async with aiohttp.ClientSession() as http, \
-                http.ws_connect(stream_url(running), headers=bearer(key)) as ws:
+                http.ws_connect(stream_url(running), headers=bearer(token)) as ws:
             await next_message(ws, "AUTHENTICATED")
-            (session,) = running.listening.edge.streams.sessions
-            assert session.key is not None
-            session.key = _Expiring(session.key, time.time() + 0.3)  # type: ignore[assignment]
-            session._schedule_expiry()
-            started = time.perf_counter()
-            await expect_error(ws, "APIKEY_EXPIRED")
+            await ws.send_json({"type": "SUBSCRIBE", "channels": [{"name": "ACCOUNT_HISTORY"}]})
+            await next_message(ws, "INACTIVE_ORDERS_SNAPSHOT")
+            error = await expect_error(ws, "APIKEY_EXPIRED", timeout=3)
+            late = time.time() - expires
+            assert "expired" in error["message"]
             assert await closed_with(ws) == 1008
-            assert 0.25 <= time.perf_counter() - started < 0.3 + 0.1
+        print(f"\nexpiry: the stream closed {late * 1000:.1f} ms after the key expired")
+        assert 0 <= late < 0.1
     finally:
         await running.stop()
 
 
-class _Expiring:
-    """A key record with an expiry, delegating the rest to the real one."""
-
-    def __init__(self, record: object, expires_at: float) -> None:
-        self._record = record
-        self.expires_at = expires_at
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._record, name)
+async def test_an_expired_key_is_refused_with_1008(
+    settings: Settings, stream_sandbox: RunningApp, db: asyncpg.Pool,
+) -> None:
+    live = stream_settings(settings, stream_sandbox)
+    running = await start_gateway(live)
+    token, expires = await _expiring_key(db, live, 0.2)
+    await asyncio.sleep(max(0.0, expires - time.time()) + 0.05)
+    try:
+        async with aiohttp.ClientSession() as http, http.ws_connect(stream_url(running)) as ws:
+            await ws.send_json({"type": "AUTHENTICATE", "api_token": token})
+            await expect_error(ws, "APIKEY_EXPIRED")
+            assert await closed_with(ws) == 1008
+    finally:
+        await running.stop()
