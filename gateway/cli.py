@@ -146,7 +146,8 @@ def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
         print(f"warning: {line}", file=sys.stderr)
     problems = tls_problems(settings)
     try:
-        table = load_route_table(path, settings.upstream_url)
+        table = load_route_table(path, settings.upstream_url,
+                                 stream_upstream_override=settings.stream_upstream_url)
     except ConfigError as exc:
         problems = [*exc.problems, *problems]
     if problems:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,10 @@ class Gateway:
         self.peppers: Mapping[int, str] = {
             **settings.old_key_peppers, settings.key_pepper_version: settings.key_pepper or ""}
         self._stack = AsyncExitStack()
+        # Told of each invalidated key after the key cache forgot it, and of each reset (an
+        # invalidation channel reconnected): live stream sessions check their key again.
+        self.key_watchers: list[Callable[[str], None]] = []
+        self.reset_watchers: list[Callable[[], None]] = []
         self._background: set[asyncio.Task[None]] = set()
         # The route file as last loaded, and as the watcher last saw it (`_file_version`).
         self._routes_version: tuple[int, int, int] | None = None
@@ -118,7 +122,7 @@ class Gateway:
         self._stack.push_async_callback(self.outcomes.aclose)  # before the access log closes
         self.listener = InvalidationListener(
             settings.database_url, self.redis, redis_cache.channel,
-            on_key=memory.invalidate, on_reset=memory.clear,
+            on_key=self._key_invalidated, on_reset=self._keys_reset,
             on_missed=redis_cache.trust.quarantine,
             other_channels={self.guard.channel: self.guard.on_block_message},
             on_database_key=redis_cache.trust.distrust,
@@ -126,6 +130,16 @@ class Gateway:
         self.listener.start()
         self._stack.push_async_callback(self.listener.aclose)
         await self._await_channels()
+
+    def _key_invalidated(self, key_id: str) -> None:
+        self.store.memory.invalidate(key_id)
+        for watcher in list(self.key_watchers):
+            watcher(key_id)
+
+    def _keys_reset(self) -> None:
+        self.store.memory.clear()
+        for watcher in list(self.reset_watchers):
+            watcher()
 
     async def _await_channels(self, timeout: float = 5.0) -> None:
         """Serve only once invalidations can reach us: a key cached before the channels are up
@@ -143,7 +157,8 @@ class Gateway:
         # Taken before reading: a change made while we read still looks like a change after.
         # A refused file counts as loaded: it is not tried again until it changes.
         self._routes_version = _file_version(path)
-        return load_route_table(path, self.settings.upstream_url)
+        return load_route_table(path, self.settings.upstream_url,
+                                stream_upstream_override=self.settings.stream_upstream_url)
 
     def reload_routes(self) -> bool:
         """Swap in the route file if it is valid; keep serving the old table if not."""

@@ -11,16 +11,19 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gateway.config.routes import (
+    GATEWAY_MESSAGES,
     KEY_INTROSPECTION,
     KeyPolicy,
     RateLimit,
     Route,
     RouteTable,
+    StreamRoute,
     compile_pattern,
 )
 from gateway.config.settings import parse_duration
@@ -40,6 +43,7 @@ _WITHDRAW_CRYPTO = ("POST", "/public/v1/account/withdraw/crypto")
 _WITHDRAW_ADDRESS = ("recipient", "address")
 # Answered by the gateway itself on every table; the route file cannot declare it.
 INTROSPECTION_PATH = "/gateway/v1/key"
+_STREAM_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 
 
 class ConfigError(Exception):
@@ -203,7 +207,8 @@ def _rate_limit(node: Node, where: str, bucket: str) -> RateLimit:
 
 def parse_route_table(text: str, name: str = "routes.yaml",
                       upstream_override: str | None = None,
-                      source: Path | None = None) -> RouteTable:
+                      source: Path | None = None, *,
+                      stream_upstream_override: str | None = None) -> RouteTable:
     """Build the table from YAML text; raise `ConfigError` listing every problem."""
     loader = _Loader(name)
     try:
@@ -223,7 +228,8 @@ def parse_route_table(text: str, name: str = "routes.yaml",
     if top is None:
         raise ConfigError(loader.problems)
     for key_name, (key, _) in top.items():
-        if key_name not in ("permissions", "upstreams", "policy", "rate_limits", "routes"):
+        if key_name not in ("permissions", "upstreams", "policy", "rate_limits", "routes",
+                            "streams"):
             loader.problem(key, "", f"unknown section '{key_name}'")
 
     permissions: dict[str, str] = {}
@@ -303,10 +309,16 @@ def parse_route_table(text: str, name: str = "routes.yaml",
                 is_public=False, upstream=upstreams.get("default", ""), timeout=None,
                 rate_limit=defaults["private"], local=KEY_INTROSPECTION)
 
+    streams: dict[str, StreamRoute] = {}
+    if "streams" in top:
+        streams = _streams(loader, top["streams"][1], permissions, routes,
+                           stream_upstream_override)
+
     if loader.problems:
         raise ConfigError(loader.problems)
     return RouteTable(permissions=permissions, upstreams=upstreams, routes=tuple(routes),
-                      policy=policy or KeyPolicy(), source=source, own_routes=(own,))
+                      policy=policy or KeyPolicy(), source=source, own_routes=(own,),
+                      streams=streams)
 
 
 def _policy(node: Node, permissions: dict[str, str], loader: _Loader) -> KeyPolicy:
@@ -394,7 +406,129 @@ def _route(node: Node, where: str, index: int, permissions: dict[str, str],
                  reads_body=address is not None)
 
 
-def load_route_table(path: Path, upstream_override: str | None = None) -> RouteTable:
+def stream_url(node: Node, where: str) -> str:
+    url = _scalar(node, where)
+    parts = urlsplit(url)
+    try:
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:
+        port_ok = False
+    if (parts.scheme not in ("ws", "wss") or not parts.hostname or "@" in parts.netloc
+            or parts.fragment or not port_ok):
+        raise _Invalid(node, where, f"'{url}' is not a WebSocket URL such as "
+                                    "wss://streams.example.com/streams")
+    return url
+
+
+def _stream_access(loader: _Loader, node: Node, where: str, kind: str,
+                   permissions: dict[str, str]) -> dict[str, str | None]:
+    """A `NAME: permission` (or `NAME: public`) mapping; every bad entry is reported."""
+    out: dict[str, str | None] = {}
+    for name, (key, value) in (loader.attempt(_mapping, node, where) or {}).items():
+        if not _STREAM_NAME.match(name):
+            loader.problem(key, where, f"invalid {kind} name '{name}' (capital letters, "
+                                       "digits and _)")
+            continue
+        if kind == "message" and name in GATEWAY_MESSAGES:
+            loader.problem(key, where, f"{name} is read by the gateway itself on every "
+                                       "stream; it takes no permission here")
+            continue
+        needed = loader.attempt(_scalar, value, f"{where}.{name}")
+        if needed is None:
+            continue
+        if needed == "public":
+            out[name] = None
+        elif needed in permissions:
+            out[name] = needed
+        else:
+            loader.problem(value, f"{where}.{name}",
+                           f"unknown permission '{needed}' (or public)")
+    return out
+
+
+def _stream_route(loader: _Loader, node: Node, where: str, permissions: dict[str, str],
+                  default_upstream: str | None, has_default: bool) -> StreamRoute | None:
+    """One stream route; `has_default`: a default upstream was given (perhaps a bad one,
+    reported already)."""
+    fields = loader.attempt(_mapping, node, where)
+    if fields is None:
+        return None
+    is_whole = True
+    for fname, (key, _) in fields.items():
+        if fname not in ("path", "upstream", "channels", "messages"):
+            loader.problem(key, where, f"unknown field '{fname}'")
+            is_whole = False
+    path = None
+    if "path" not in fields:
+        loader.problem(node, where, "'path' is required")
+    else:
+        path = loader.attempt(path_template, fields["path"][1], f"{where}.path")
+        if path is not None and "{" in path:
+            loader.problem(fields["path"][1], f"{where}.path",
+                           f"a stream path is matched exactly: no parameters in '{path}'")
+            path = None
+    upstream = default_upstream
+    if "upstream" in fields:
+        upstream = loader.attempt(stream_url, fields["upstream"][1], f"{where}.upstream")
+        is_whole = is_whole and upstream is not None
+    elif upstream is None and not has_default:
+        loader.problem(node, where, "needs an 'upstream', or a default one in streams.upstream "
+                                    "(or set GATEWAY_STREAM_UPSTREAM_URL)")
+    channels: dict[str, str | None] = {}
+    if "channels" not in fields:
+        loader.problem(node, where, "'channels' is required (channel: permission or public)")
+        is_whole = False
+    else:
+        channels = _stream_access(loader, fields["channels"][1], f"{where}.channels",
+                                  "channel", permissions)
+    messages: dict[str, str | None] = {}
+    if "messages" in fields:
+        messages = _stream_access(loader, fields["messages"][1], f"{where}.messages",
+                                  "message", permissions)
+    if path is None or upstream is None or not is_whole:
+        return None
+    return StreamRoute(path=path, upstream=upstream, channels=channels, messages=messages,
+                       line=node.start_mark.line + 1)
+
+
+def _streams(loader: _Loader, node: Node, permissions: dict[str, str], routes: list[Route],
+             upstream_override: str | None) -> dict[str, StreamRoute]:
+    """The `streams:` section: a default `upstream` and the stream `routes`."""
+    fields = loader.attempt(_mapping, node, "streams")
+    if fields is None:
+        return {}
+    for fname, (key, _) in fields.items():
+        if fname not in ("upstream", "routes"):
+            loader.problem(key, "streams", f"unknown field '{fname}' (expected upstream or "
+                                           "routes)")
+    default = None
+    if "upstream" in fields:
+        default = loader.attempt(stream_url, fields["upstream"][1], "streams.upstream")
+    default = upstream_override or default
+    rest = {route.pattern: index for index, route in enumerate(routes)}
+    out: dict[str, StreamRoute] = {}
+    items = (loader.attempt(_sequence, fields["routes"][1], "streams.routes") or []
+             if "routes" in fields else [])
+    for index, item in enumerate(items):
+        where = f"streams.routes[{index}]"
+        stream = _stream_route(loader, item, where, permissions, default,
+                               "upstream" in fields or upstream_override is not None)
+        if stream is None:
+            continue
+        if stream.path in out:
+            loader.problem(item, where, f"stream path {stream.path} is declared twice")
+        elif stream.path == INTROSPECTION_PATH:
+            loader.problem(item, where, f"{stream.path} is answered by the gateway itself")
+        elif stream.path in rest:
+            loader.problem(item, where, f"{stream.path} is also a REST route "
+                                        f"(routes[{rest[stream.path]}])")
+        else:
+            out[stream.path] = stream
+    return out
+
+
+def load_route_table(path: Path, upstream_override: str | None = None, *,
+                     stream_upstream_override: str | None = None) -> RouteTable:
     """Read and build the table from a file; `ConfigError` on any problem."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -403,4 +537,5 @@ def load_route_table(path: Path, upstream_override: str | None = None) -> RouteT
     except UnicodeDecodeError as exc:
         line = exc.object[: exc.start].count(b"\n") + 1
         raise ConfigError([f"{path}:{line}: not UTF-8 text"]) from None
-    return parse_route_table(text, str(path), upstream_override, source=path)
+    return parse_route_table(text, str(path), upstream_override, source=path,
+                             stream_upstream_override=stream_upstream_override)

@@ -12,11 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["KEY_INTROSPECTION", "KeyPolicy", "RateLimit", "Route", "RouteTable",
-           "compile_pattern"]
+__all__ = ["GATEWAY_MESSAGES", "KEY_INTROSPECTION", "KeyPolicy", "RateLimit", "Route",
+           "RouteTable", "StreamRoute", "compile_pattern"]
 
 KEY_INTROSPECTION = "key_introspection"  # `Route.local` of GET /gateway/v1/key
 
+# Client message types the gateway reads itself on every stream: never declared per route.
+GATEWAY_MESSAGES = frozenset({"AUTHENTICATE", "SUBSCRIBE", "UPDATE_SUBSCRIPTION", "UNSUBSCRIBE"})
 _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
@@ -70,6 +72,21 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamRoute:
+    """A WebSocket stream path: its upstream, and what each channel and message needs.
+
+    A permission of None is public (no key needed). A channel or client message type that
+    is not listed is refused at the gateway and never forwarded.
+    """
+
+    path: str
+    upstream: str  # ws:// or wss:// URL, path included, resolved at load time
+    channels: Mapping[str, str | None]
+    messages: Mapping[str, str | None]  # besides AUTHENTICATE and the subscription messages
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class _Compiled:
     regex: re.Pattern[str]
     specificity: tuple[int, ...]
@@ -100,6 +117,7 @@ class RouteTable:
     policy: KeyPolicy = field(default_factory=KeyPolicy)
     source: Path | None = None
     own_routes: tuple[Route, ...] = ()  # answered by the gateway itself, not from the file
+    streams: Mapping[str, StreamRoute] = field(default_factory=dict)  # by exact path
     _static: dict[tuple[str, str], Route] = field(default_factory=dict, repr=False)
     _dynamic: dict[tuple[str, int], list[_Compiled]] = field(default_factory=dict, repr=False)
 

@@ -105,6 +105,17 @@ class Settings:
     max_connections_per_ip: int = 256  # per process and client address; proxies exempt
     shutdown_timeout: float = 30.0
 
+    # Streams (WebSocket): the upstream overriding the route file's default, and the bounds
+    # of every session.
+    stream_upstream_url: str | None = None
+    stream_max_message_size: int = 1024**2  # larger is refused with close 1009, both ways
+    stream_messages_per_second: float = 50.0  # a client's messages, per session (burst: 1 s)
+    stream_max_sessions_per_key: int = 10  # per process
+    stream_max_sessions_per_ip: int = 50  # per process and client address (as proxies name it)
+    stream_idle_timeout: float = 60.0  # pinged at half of it; silent this long: closed
+    stream_send_buffer: int = 1024**2  # past it, reading the upstream pauses
+    stream_send_timeout: float = 10.0  # a client whose buffer stays full this long is cut
+
     # Abuse control.
     auth_fail_limit: int = 20
     auth_fail_window: float = 60.0
@@ -257,6 +268,27 @@ def _parse_origin(value: object) -> str:
     return text
 
 
+def _parse_stream_url(value: object) -> str:
+    """A WebSocket URL, path included: `wss://streams.exchange.example/streams`."""
+    text = _parse_url("ws", "wss")(value)
+    if "@" in urlsplit(text).netloc or urlsplit(text).fragment:
+        raise ValueError("not a WebSocket URL such as wss://streams.exchange.example/streams "
+                         "(no user, no fragment)")
+    return text
+
+
+def _parse_rate(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError("not a number")
+    try:
+        number = float(str(value))
+    except ValueError:
+        raise ValueError("not a number (messages per second)") from None
+    if not number > 0:
+        raise ValueError("must be more than zero")
+    return number
+
+
 def _parse_networks(value: object) -> tuple[Network, ...]:
     items = value if isinstance(value, list) else str(value).replace(",", " ").split()
     return tuple(ipaddress.ip_network(str(item).strip(), strict=False) for item in items)
@@ -305,6 +337,10 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "access_log": _parse_bool,
     "upstream_secret": _parse_secret,
     "upstream_secret_header": _parse_str,
+    "stream_upstream_url": _parse_stream_url,
+    "stream_max_message_size": _parse_size,
+    "stream_send_buffer": _parse_size,
+    "stream_messages_per_second": _parse_rate,
 }
 for _field in dataclasses.fields(Settings):
     if _field.name in _PARSERS:
@@ -319,7 +355,8 @@ for _field in dataclasses.fields(Settings):
 # SECURITY: settings whose values are never repeated in a message, and URLs that may carry a
 # password (repeated with it replaced by `***`).
 _SECRETS = frozenset({"secret_key", "key_pepper", "old_key_peppers", "upstream_secret"})
-_URLS = frozenset({"database_url", "redis_url", "smtp_url", "upstream_url", "admin_url"})
+_URLS = frozenset({"database_url", "redis_url", "smtp_url", "upstream_url", "admin_url",
+                   "stream_upstream_url"})
 _QUERY_SECRET = re.compile(r"(?i)(?P<name>[?&][a-z_]*(?:pass|secret|token|key)[a-z_]*=)[^&#]*")
 
 # The environment variables of the contract, plus a few of our own.
@@ -327,6 +364,7 @@ ENV_VARS: dict[str, str] = {
     "GATEWAY_DATABASE_URL": "database_url",
     "GATEWAY_REDIS_URL": "redis_url",
     "GATEWAY_UPSTREAM_URL": "upstream_url",
+    "GATEWAY_STREAM_UPSTREAM_URL": "stream_upstream_url",
     "GATEWAY_ROUTES": "routes_path",
     "GATEWAY_SECRET_KEY": "secret_key",
     "GATEWAY_KEY_PEPPER": "key_pepper",

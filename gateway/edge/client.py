@@ -37,6 +37,7 @@ from gateway.http.errors import (
 from gateway.http.request import RequestView, request_id_for
 from gateway.pipeline.context import ConnectionState
 from gateway.pipeline.headers import read_headers
+from gateway.streams.gate import Upgrade
 
 __all__ = ["ClientConnection"]
 
@@ -65,7 +66,7 @@ class ClientConnection(asyncio.Protocol):
 
     __slots__ = ("_header_bytes", "_headers", "_in_head", "_refusal", "_url", "address",
                  "current", "deadline", "edge", "is_closing", "is_half_closed", "parser",
-                 "parsing", "paused", "peer", "queue", "state", "transport")
+                 "parsing", "paused", "peer", "queue", "state", "transport", "upgrading")
 
     def __init__(self, edge: Edge) -> None:
         self.edge = edge
@@ -81,6 +82,7 @@ class ClientConnection(asyncio.Protocol):
         self.deadline = 0.0  # loop time by which the client must have sent what it owes
         self.is_closing = False  # the answer in progress is the last on this connection
         self.is_half_closed = False  # the client sent its last byte (a FIN)
+        self.upgrading: Upgrade | None = None  # a stream upgrade, once its request is read
         self._in_head = False
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -122,10 +124,15 @@ class ClientConnection(asyncio.Protocol):
             self._refuse_unreadable(MalformedRequest())
 
     def _after_upgrade(self, data: bytes, exc: httptools.HttpParserUpgrade) -> None:
-        """llhttp stops after a request asking to switch protocols. The gateway switches to
-        none of them here: the request was answered as any other, and what follows it is
-        read as the next request."""
+        """llhttp stops after a request asking to switch protocols. A WebSocket upgrade on
+        a stream path hands the connection to a stream session, with the bytes after it.
+        Elsewhere the request was answered as any other, and what follows it is read as the
+        next request."""
         offset = int(exc.args[0]) if exc.args else len(data)
+        upgrading, self.upgrading = self.upgrading, None
+        if upgrading is not None:
+            self.edge.streams.take_over(self, upgrading, data[offset:])
+            return
         self.parser = httptools.HttpRequestParser(self)
         if offset < len(data):
             self.data_received(data[offset:])
@@ -197,9 +204,14 @@ class ClientConnection(asyncio.Protocol):
             self._check_head(view)
         except GatewayError as error:
             raise _Refused(error, view) from None
+        edge = self.edge
+        if view.path in edge.streams.routes:  # a stream path: an upgrade, or its refusal
+            refusal = edge.streams.upgrade(self, view, parser.should_upgrade())
+            if refusal is not None:
+                raise _Refused(refusal, view)  # answered in turn, then the connection closes
+            return
         exchange = Exchange(self, view, time.perf_counter_ns())
         self.parsing = exchange
-        edge = self.edge
         self.deadline = (edge.loop.time() + edge.settings.client_body_timeout
                          if view.has_body else 0.0)
         if self.current is None:

@@ -15,6 +15,7 @@ from gateway.edge.upstream import UpstreamPools
 from gateway.http.client_ip import Address, is_trusted
 from gateway.http.errors import answer_bytes
 from gateway.services import Gateway
+from gateway.streams.gate import StreamGate
 
 __all__ = ["Connection", "Edge", "OwnAnswer"]
 
@@ -64,6 +65,7 @@ class Edge:
         self.timed_out = 0  # connections cut by a deadline
         self.own_answers: dict[str, Callable[[OwnAnswer], None]] = {
             "/healthz": self._healthz, "/readyz": self._readyz}
+        self.streams = StreamGate(self)  # connections upgraded to streams leave `connections`
 
     # --- connections ---------------------------------------------------------------------
 
@@ -71,7 +73,7 @@ class Edge:
         """Count a new connection in, or refuse it: over the process's cap, or over the
         per-address cap (which a trusted proxy, carrying many clients, is not held to)."""
         settings = self.settings
-        if len(self.connections) >= settings.max_connections:
+        if len(self.connections) + len(self.streams.sessions) >= settings.max_connections:
             self.refused += 1
             return False
         peer = conn.peer
@@ -123,12 +125,15 @@ class Edge:
         and whatever is left after `timeout` is cut."""
         for conn in list(self.connections):
             conn.drain()
+        self.streams.drain()
         deadline = self.loop.time() + timeout
         # Connections end in many ways (answered, cut, timed out): looked at, not awaited.
-        while self.connections and self.loop.time() < deadline:  # noqa: ASYNC110
+        while ((self.connections or self.streams.sessions)  # noqa: ASYNC110
+               and self.loop.time() < deadline):
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.abort()
+        self.streams.close()
         for task in list(self._tasks):
             task.cancel()
         self.pools.close()

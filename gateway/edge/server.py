@@ -88,6 +88,7 @@ async def listen(settings: Settings, sock: socket.socket, *,
         raise
     tasks = [
         every(edge.tick, edge.sweep, "connection-sweep"),
+        every(edge.streams.tick, edge.streams.sweep, "stream-sweep"),
         every(1.0, services.sync_metrics, "metrics-sync"),
         # The route file, reloaded when it changes on disk.
         every(1.0, services.reload_routes_if_changed, "routes-watch"),

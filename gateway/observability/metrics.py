@@ -22,6 +22,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -104,6 +105,20 @@ class Metrics:
             "keygate_upstream_errors", "Upstream failures (502 refused or reset, 504 timeout, "
             "ABORTED: failed mid-answer, the client cut off)",
             ["route", "code"])
+        # Streams: counted by `gateway.streams` in plain integers, added here every sweep.
+        self.stream_sessions = Counter(
+            "keygate_stream_sessions", "Stream sessions ended, by stream path and the close "
+            "code the client was sent (1006: the connection was lost without one)",
+            ["stream", "close_code"])
+        self.stream_open = Gauge(
+            "keygate_stream_open_sessions", "Stream sessions open now", ["stream"],
+            multiprocess_mode="livesum")
+        self.stream_messages = Counter(
+            "keygate_stream_messages", "Stream messages passed on, by stream path and direction "
+            "(in: client to upstream, out: upstream to client)", ["stream", "direction"])
+        self.stream_refusals = Counter(
+            "keygate_stream_refusals", "Stream upgrades, sessions and messages refused by the "
+            "gateway, by stream path and error code", ["stream", "code"])
         self._tallies: dict[_RequestLabels, _Tally] = {}
         self._seen: dict[str, int] = {}
 

@@ -119,7 +119,8 @@ def route_problems(settings: Settings, upstream_url: str | None = None) -> list[
     from gateway.config.route_file import ConfigError, load_route_table
 
     try:
-        load_route_table(settings.routes_path, upstream_url or settings.upstream_url)
+        load_route_table(settings.routes_path, upstream_url or settings.upstream_url,
+                         stream_upstream_override=settings.stream_upstream_url)
     except ConfigError as exc:
         return list(exc.problems)
     return []

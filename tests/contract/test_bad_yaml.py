@@ -20,6 +20,21 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 # Fixture name -> the lines `check-config` prints, `{file}` standing for the path it was given.
 EXPECTED: dict[str, list[str]] = {
+    "bad_streams.yaml": [
+        "{file}:8: streams.upstream: 'http://127.0.0.1:9000/streams' is not a WebSocket URL "
+        "such as wss://streams.example.com/streams",
+        "{file}:13: streams.routes[0].channels.ACCOUNT_HISTORY: unknown permission 'admin' "
+        "(or public)",
+        "{file}:14: streams.routes[0].channels: invalid channel name 'order_book' (capital "
+        "letters, digits and _)",
+        "{file}:16: streams.routes[0].messages: AUTHENTICATE is read by the gateway itself on "
+        "every stream; it takes no permission here",
+        "{file}:17: streams.routes[1]: /public/v1/time is also a REST route (routes[0])",
+        "{file}:20: streams.routes[2].path: a stream path is matched exactly: no parameters in "
+        "'/feeds/{name}'",
+        "{file}:22: streams.routes[3]: 'channels' is required (channel: permission or public)",
+        "{file}:23: streams.routes[3]: unknown field 'every'",
+    ],
     "unknown_method.yaml": [
         "{file}:8: routes[0].methods[1]: unknown method 'FETCH'",
         "{file}:11: routes[1].methods[0]: unknown method 'get'",

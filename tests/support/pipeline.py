@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, cast
 
 from gateway.config.route_file import parse_route_table
@@ -88,6 +88,9 @@ class FakeServices:
         self.pool = cast(Any, None)  # no step here asks PostgreSQL
         self.spawned: list[Coroutine[Any, Any, None]] = []
         self.account = 0
+        # As the real services: told of invalidated keys (the edge's streams listen).
+        self.key_watchers: list[Callable[[str], None]] = []
+        self.reset_watchers: list[Callable[[], None]] = []
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self.spawned.append(coro)

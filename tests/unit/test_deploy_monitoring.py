@@ -26,7 +26,7 @@ DASHBOARD = DEPLOY / "grafana" / "keygate.json"
 # Prometheus's own series and labels, which every scrape adds.
 BUILTIN_METRICS = {"up"}
 BUILTIN_LABELS = {"job", "instance", "__name__"}
-_SUFFIXES = {"Counter": ("_total",), "Histogram": ("_bucket", "_sum", "_count")}
+_SUFFIXES = {"Counter": ("_total",), "Histogram": ("_bucket", "_sum", "_count"), "Gauge": ("",)}
 _DURATION = re.compile(r"^\d+[smhdwy]$")
 _NAME = re.compile(r"\b(keygate_[a-z_]+|up)\b(?:\{([^}]*)\})?")
 _GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
