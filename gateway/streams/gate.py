@@ -111,8 +111,9 @@ class StreamGate:
         self.services = services = edge.services
         self.settings = settings = edge.settings
         self.loop = edge.loop
-        self.registry = SessionRegistry(settings.stream_max_sessions_per_key,
-                                        settings.stream_max_sessions_per_ip, self.spawn)
+        self.registry: SessionRegistry[StreamSession] = SessionRegistry(
+            settings.stream_max_sessions_per_key, settings.stream_max_sessions_per_ip,
+            self.spawn)
         # Past what pausing the upstream can explain (its last read, our own messages).
         self.hard_buffer_limit = (2 * settings.stream_send_buffer
                                   + settings.stream_max_message_size + 65536)

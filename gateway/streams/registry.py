@@ -8,18 +8,32 @@ passes.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from gateway.store.base import KeyRecord
 
-if TYPE_CHECKING:
-    from gateway.streams.session import StreamSession
-
-__all__ = ["SessionRegistry"]
+__all__ = ["Registered", "SessionRegistry"]
 
 
-class SessionRegistry:
+class Registered(Protocol):
+    """A live session as the registry counts, rechecks and ends it (`Registered`)."""
+
+    key: KeyRecord | None
+    ip_text: str
+    transport: asyncio.Transport
+
+    def end(self, code: str, message: str | None = None, close_code: int | None = None,
+            kind: str = "SESSION") -> None: ...
+
+    async def recheck(self, *, is_changed: bool) -> None: ...
+
+
+S = TypeVar("S", bound=Registered)
+
+
+class SessionRegistry(Generic[S]):
     """Sessions by key id and counts by client address; told of every invalidated key."""
 
     def __init__(self, max_per_key: int, max_per_ip: int,
@@ -27,8 +41,8 @@ class SessionRegistry:
         self.max_per_key = max_per_key
         self.max_per_ip = max_per_ip
         self._spawn = spawn
-        self.sessions: set[StreamSession] = set()
-        self._by_key: dict[str, set[StreamSession]] = {}
+        self.sessions: set[S] = set()
+        self._by_key: dict[str, set[S]] = {}
         self._by_ip: dict[str, int] = {}
 
     def __len__(self) -> int:
@@ -40,25 +54,25 @@ class SessionRegistry:
         """Room for one more session from this client address."""
         return self._by_ip.get(ip_text, 0) < self.max_per_ip
 
-    def may_hold(self, session: StreamSession, key_id: str) -> bool:
+    def may_hold(self, session: S, key_id: str) -> bool:
         """Room for `session` among the sessions of this key (itself not counted twice)."""
         held = self._by_key.get(key_id, set())
         return session in held or len(held) < self.max_per_key
 
     # --- membership ----------------------------------------------------------------------
 
-    def add(self, session: StreamSession) -> None:
+    def add(self, session: S) -> None:
         self.sessions.add(session)
         self._by_ip[session.ip_text] = self._by_ip.get(session.ip_text, 0) + 1
 
-    def keyed(self, session: StreamSession, previous: KeyRecord | None,
+    def keyed(self, session: S, previous: KeyRecord | None,
               key: KeyRecord) -> None:
         """`session` now holds `key` (and no longer `previous`)."""
         if previous is not None and previous.key_id != key.key_id:
             self._unkey(session, previous.key_id)
         self._by_key.setdefault(key.key_id, set()).add(session)
 
-    def remove(self, session: StreamSession) -> None:
+    def remove(self, session: S) -> None:
         if session not in self.sessions:
             return
         self.sessions.discard(session)
@@ -70,14 +84,14 @@ class SessionRegistry:
         if session.key is not None:
             self._unkey(session, session.key.key_id)
 
-    def _unkey(self, session: StreamSession, key_id: str) -> None:
+    def _unkey(self, session: S, key_id: str) -> None:
         held = self._by_key.get(key_id)
         if held is not None:
             held.discard(session)
             if not held:
                 del self._by_key[key_id]
 
-    def of_key(self, key_id: str) -> list[StreamSession]:
+    def of_key(self, key_id: str) -> list[S]:
         return list(self._by_key.get(key_id, ()))
 
     # --- invalidation --------------------------------------------------------------------

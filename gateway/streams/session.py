@@ -23,18 +23,20 @@ import logging
 import re
 import time
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.utilities import LocalProtocolError
 
 from gateway.config.routes import StreamRoute
+from gateway.config.settings import Settings
 from gateway.http.client_ip import Address
 from gateway.http.errors import GatewayError, KeyInvalid, KeyMissing, StoreUnavailable
 from gateway.http.request import RequestView
 from gateway.keys.expiry import refusal_for_expiry
 from gateway.keys.tokens import TOKEN_PREFIX, parse_token
+from gateway.pipeline.context import Services
 from gateway.pipeline.headers import upstream_request_head
 from gateway.store.base import KeyRecord
 from gateway.streams.access import Refusal, StreamAccess, expiry_of, identity_of
@@ -48,10 +50,32 @@ from gateway.streams.messages import (
     authenticated,
     error_message,
 )
+from gateway.streams.registry import SessionRegistry
 from gateway.streams.upstream import HandshakeFailed, StreamTarget, StreamUpstream, open_upstream
 
-if TYPE_CHECKING:
-    from gateway.streams.gate import StreamGate
+
+class Host(Protocol):
+    """What a session asks of the stream gate that opened it (`StreamGate`)."""
+
+    @property
+    def services(self) -> Services: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def registry(self) -> SessionRegistry[StreamSession]: ...
+
+    @property
+    def hard_buffer_limit(self) -> int: ...
+
+    def target(self, url: str) -> StreamTarget: ...
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None: ...
+
+    def refused(self, session: StreamSession, code: str, kind: str) -> None: ...
+
+    def ended(self, session: StreamSession) -> None: ...
 
 __all__ = ["StreamSession"]
 
@@ -70,7 +94,7 @@ class StreamSession(asyncio.Protocol):
 
     BUSY, UPSTREAM_FULL = 1, 2  # why the client's reading is paused (a bit each)
 
-    def __init__(self, gate: StreamGate, stream: StreamRoute, view: RequestView,
+    def __init__(self, gate: Host, stream: StreamRoute, view: RequestView,
                  address: Address, request_id: str, transport: asyncio.Transport) -> None:
         self.gate = gate
         self.stream = stream
