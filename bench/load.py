@@ -113,6 +113,7 @@ class RateResult:
     errors: int  # answers other than 2xx, and requests that failed
     samples: list[float] = field(default_factory=list, repr=False)  # sorted latencies, ms
     rounds_p99_ms: list[float] = field(default_factory=list)  # p99 of each round, when merged
+    pooled_p99_ms: float | None = None  # when merged: the p99 of all the rounds' requests
 
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -121,13 +122,15 @@ class RateResult:
 
 
 def merge_rates(results: Sequence[RateResult]) -> RateResult:
-    """Rounds of one case at the same rate: percentiles over all their requests."""
+    """Rounds of one case at the same rate: the medians of the rounds' percentiles, so that
+    a stall of the machine during one round does not decide the figure (the p99 of all their
+    requests together is kept beside them)."""
     samples = sorted(x for r in results for x in r.samples)
     achieved = sum(r.achieved_rps * r.requests for r in results) / max(1, len(samples))
-    return RateResult(results[0].offered_rps, achieved, percentile(samples, 50),
-                      percentile(samples, 90), percentile(samples, 99), samples[-1],
-                      len(samples), sum(r.errors for r in results), samples,
-                      [round(r.p99_ms, 2) for r in results])
+    return RateResult(results[0].offered_rps, achieved, median([r.p50_ms for r in results]),
+                      median([r.p90_ms for r in results]), median([r.p99_ms for r in results]),
+                      samples[-1], len(samples), sum(r.errors for r in results), samples,
+                      [round(r.p99_ms, 2) for r in results], percentile(samples, 99))
 
 
 def run_h2load(url: str, *, rate: float, duration: float, clients: int = 10,

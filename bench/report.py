@@ -148,7 +148,8 @@ def _peak_lines(section: dict[str, Any]) -> list[str]:
     if merit is not None and merit.get("per_core_x_nginx") is not None:
         lines.append(f"Figure of merit (full default pipeline vs nginx, per core): "
                      f"{merit['per_core_x_nginx']:.2f} (nginx CPU/req over the gateway's; "
-                     f"req/s ratio {merit['x_nginx_rps']:.2f}, capped by the load side)")
+                     f"the req/s ratio, {merit['x_nginx_rps']:.2f}, understates nginx, which "
+                     "does not fill its core here)")
     return [*lines, ""]
 
 
@@ -156,7 +157,7 @@ def _latency_lines(section: dict[str, Any]) -> list[str]:
     plan = section["plan"]
     lines = [f"Added latency: h2load, {plan['rate']:.0f} req/s over {plan['clients']} "
              f"connections, {plan['rounds']} rounds of {plan['seconds']:g} s per contender "
-             f"(percentiles over every request of the rounds). {plan['cpus']}.",
+             f"(medians of the rounds' percentiles). {plan['cpus']}.",
              f"{'contender':<26} {'req/s':>6} {'p50':>7} {'p99':>7} {'+p50':>7} "
              f"{'+p99':>7} {'+p50':>7} {'+p99':>7}  rounds' p99",
              f"{'':<26} {'':>6} {'ms':>7} {'ms':>7} {'over direct':>15} "

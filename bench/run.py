@@ -1,8 +1,8 @@
 """`make bench`: the gateway against nginx and direct-to-upstream, a table at the end, JSON
 under bench/results/.
 
-    python -m bench.run                       # everything, about 12 minutes
-    python -m bench.run --quick               # short rounds, 100,000 keys: about 5 minutes
+    python -m bench.run                       # everything, about 9 minutes
+    python -m bench.run --quick               # short rounds, 100,000 keys: about 4 minutes
     python -m bench.run --parts peak,latency  # only those parts
 
 Parts: peak (req/s and CPU us/req of each contender, pinned), latency (p50/p99 at a fixed
@@ -78,9 +78,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="latency: requests/s offered to every contender (1000)")
     p.add_argument("--rate-clients", type=int, default=10,
                    help="latency: h2load connections sharing the rate (10)")
-    p.add_argument("--latency-rounds", type=int, help="latency: rounds (3; quick 2)")
+    p.add_argument("--latency-rounds", type=int, help="latency: rounds (5; quick 3)")
     p.add_argument("--latency-seconds", type=float,
-                   help="latency: seconds per contender and round (8; quick 3)")
+                   help="latency: seconds per contender and round (6; quick 3)")
     p.add_argument("--workers", default="1,2", help="scaling: worker counts (1,2)")
     p.add_argument("--instruction-cases", default="warm,limits",
                    help="instructions: any of warm, limits (both)")
@@ -186,8 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          seconds=args.seconds or (2.0 if quick else 5.0),
                          warmup=1.0 if quick else 2.0, connections=args.connections)
     latency_plan = LatencyPlan(rate=args.rate, clients=args.rate_clients,
-                               rounds=args.latency_rounds or (2 if quick else 3),
-                               seconds=args.latency_seconds or (3.0 if quick else 8.0))
+                               rounds=args.latency_rounds or (3 if quick else 5),
+                               seconds=args.latency_seconds or (3.0 if quick else 6.0))
     # `make bench` stopped by SIGTERM still stops its servers and drops its database.
     signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))
     if not args.no_setup:

@@ -8,7 +8,7 @@ import pytest
 
 from bench.cpus import CpuPlan
 from bench.latency import busy_signs
-from bench.load import PeakResult, RateResult, median, percentile
+from bench.load import PeakResult, RateResult, median, merge_rates, percentile
 from bench.peak import PeakRun, turned
 from bench.report import check_targets, latency_section, peak_section, scaling_section
 from bench.scaling import ScalingRun
@@ -32,6 +32,21 @@ def test_median_and_percentile() -> None:
     assert math.isnan(median([]))
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0
     assert percentile([float(i) for i in range(1, 101)], 99) == 99.0
+
+
+def test_one_stalled_round_does_not_decide_the_merged_p99() -> None:
+    def round_(latencies: list[float]) -> RateResult:
+        ordered = sorted(latencies)
+        return RateResult(1000.0, 1000.0, percentile(ordered, 50), percentile(ordered, 90),
+                          percentile(ordered, 99), ordered[-1], len(ordered), 0, ordered)
+
+    calm = [0.3] * 95 + [0.9] * 5
+    stalled = [0.3] * 90 + [40.0] * 10
+    merged = merge_rates([round_(calm), round_(stalled), round_(calm)])
+    assert merged.p99_ms == 0.9
+    assert merged.rounds_p99_ms == [0.9, 40.0, 0.9]
+    assert merged.pooled_p99_ms == 40.0  # all requests together: the stall decides
+    assert merged.requests == 300
 
 
 def test_turned_starts_each_round_one_further() -> None:
