@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +15,8 @@ from bench.procs import ROOT, Child, Server, free_port, wait_http
 from gateway.keys.accounts import create_user
 from gateway.keys.lifecycle import activate_key, create_key
 
-__all__ = ["BENCH_DIR", "PRIVATE_PATH", "PUBLIC_PATH", "GatewayProcess", "Secrets", "issue_key",
-           "issue_keys", "new_key", "new_user"]
+__all__ = ["BENCH_DIR", "PRIVATE_PATH", "PUBLIC_PATH", "GatewayProcess", "Secrets",
+           "gateway_env", "issue_key", "issue_keys", "new_key", "new_user"]
 
 BENCH_DIR = Path(__file__).resolve().parent
 PRIVATE_PATH = "/public/v1/account/balances"  # needs a key with `read`
@@ -43,34 +43,25 @@ class GatewayProcess(Server):
     def __init__(self, name: str, workdir: Path, *, database_url: str, redis_url: str,
                  upstream_url: str, secrets_: Secrets, workers: int = 1,
                  config: str = "gateway.yaml", rate_limits: bool = False,
-                 redis_prefix: str | None = None, launcher: Sequence[str] = ()) -> None:
-        """`launcher`: a command the interpreter runs under (a profiler), if any."""
+                 redis_prefix: str | None = None,
+                 cpus: Collection[int] | None = None) -> None:
+        """`cpus`: the only CPUs it and its workers may run on; None: any."""
         self.name = name
+        self.workers = workers
         self.port = free_port()
         self.status_port = free_port()
         # Gateways of one cluster share a prefix (the invalidation channel is under it).
         self.redis_prefix = redis_prefix or f"kgbench:{secrets.token_hex(6)}:"
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("GATEWAY_") and k != "PROMETHEUS_MULTIPROC_DIR"}
-        env.update({
-            "GATEWAY_CONFIG": str(BENCH_DIR / config),
-            "GATEWAY_ROUTES": str(BENCH_DIR / "routes.yaml"),
-            "GATEWAY_DATABASE_URL": database_url,
-            "GATEWAY_REDIS_URL": redis_url,
-            "GATEWAY_UPSTREAM_URL": upstream_url,
-            "GATEWAY_SECRET_KEY": secrets_.secret_key,
-            "GATEWAY_KEY_PEPPER": secrets_.key_pepper,
-            "GATEWAY_RATE_LIMITS": "on" if rate_limits else "off",
-            "GATEWAY_REDIS_PREFIX": self.redis_prefix,
-            "PYTHONPATH": str(ROOT),
-        })
+        env = gateway_env(database_url=database_url, redis_url=redis_url,
+                          upstream_url=upstream_url, secrets_=secrets_, config=config,
+                          rate_limits=rate_limits, redis_prefix=self.redis_prefix)
         argv: Sequence[str] = [
-            *launcher, sys.executable, "-m", "gateway.cli", "serve", "--host", "127.0.0.1",
+            sys.executable, "-m", "gateway.cli", "serve", "--host", "127.0.0.1",
             "--port", str(self.port), "--status-port", str(self.status_port),
             "--workers", str(workers),
         ]
-        self.child = Child(name, argv, workdir / f"{name}.log", env=env)
-        wait_http(f"{self.url}/healthz", timeout=180 if launcher else 60, child=self.child)
+        self.child = Child(name, argv, workdir / f"{name}.log", env=env, cpus=cpus)
+        wait_http(f"{self.url}/healthz", timeout=60, child=self.child)
 
     @property
     def pid(self) -> int:
@@ -79,6 +70,27 @@ class GatewayProcess(Server):
     def worker_pids(self) -> list[int]:
         """The processes that serve requests: the forked workers, or the process itself."""
         return self.child.children() or [self.child.pid]
+
+
+def gateway_env(*, database_url: str, redis_url: str, upstream_url: str, secrets_: Secrets,
+                config: str = "gateway.yaml", rate_limits: bool = False,
+                redis_prefix: str) -> dict[str, str]:
+    """This environment without its GATEWAY_* variables, plus the benchmark's settings."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("GATEWAY_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update({
+        "GATEWAY_CONFIG": str(BENCH_DIR / config),
+        "GATEWAY_ROUTES": str(BENCH_DIR / "routes.yaml"),
+        "GATEWAY_DATABASE_URL": database_url,
+        "GATEWAY_REDIS_URL": redis_url,
+        "GATEWAY_UPSTREAM_URL": upstream_url,
+        "GATEWAY_SECRET_KEY": secrets_.secret_key,
+        "GATEWAY_KEY_PEPPER": secrets_.key_pepper,
+        "GATEWAY_RATE_LIMITS": "on" if rate_limits else "off",
+        "GATEWAY_REDIS_PREFIX": redis_prefix,
+        "PYTHONPATH": str(ROOT),
+    })
+    return env
 
 
 async def new_user(conn: asyncpg.Connection) -> int:

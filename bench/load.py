@@ -12,11 +12,13 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["PeakResult", "RateResult", "merge_peaks", "merge_rates", "percentile", "run_h2load",
+from bench.procs import on_cpus
+
+__all__ = ["PeakResult", "RateResult", "median", "merge_rates", "percentile", "run_h2load",
            "run_wrk"]
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -28,6 +30,15 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
         return math.nan
     rank = max(1, math.ceil(q / 100 * len(sorted_values)))
     return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def median(values: Sequence[float]) -> float:
+    """The middle value (the mean of the two middle ones for an even count); NaN for none."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def _tool(name: str) -> str:
@@ -50,31 +61,19 @@ class PeakResult:
     p99_ms: float
     requests: int
     errors: int  # non-2xx/3xx answers plus socket errors
-    rounds: list[float] = field(default_factory=list)  # req/s of each round, when merged
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
-def merge_peaks(results: Sequence[PeakResult]) -> PeakResult:
-    """Rounds of one case, interleaved with the other cases': medians, so that one round
-    disturbed by something else on the machine does not decide the figure."""
-    def median(values: list[float]) -> float:
-        ordered = sorted(values)
-        mid = len(ordered) // 2
-        return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-    return PeakResult(median([r.rps for r in results]), median([r.p50_ms for r in results]),
-                      median([r.p99_ms for r in results]), sum(r.requests for r in results),
-                      sum(r.errors for r in results), [round(r.rps, 1) for r in results])
-
-
 def run_wrk(url: str, *, connections: int, duration: float, threads: int = 1,
             headers: Mapping[str, str] | None = None,
-            script: tuple[Path, Sequence[str]] | None = None) -> PeakResult:
-    """`script`: a wrk Lua script and its arguments (e.g. bench/tokens.lua and a token file)."""
-    argv = [_tool("wrk"), f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s",
-            "--latency", "--timeout", "10s"]
+            script: tuple[Path, Sequence[str]] | None = None,
+            cpus: Collection[int] | None = None) -> PeakResult:
+    """`script`: a wrk Lua script and its arguments (e.g. bench/tokens.lua and a token file);
+    `cpus`: where wrk runs (None: anywhere)."""
+    argv = [*on_cpus([_tool("wrk")], cpus), f"-t{threads}", f"-c{connections}",
+            f"-d{max(1, round(duration))}s", "--latency", "--timeout", "10s"]
     for name, value in (headers or {}).items():
         argv += ["-H", f"{name}: {value}"]
     if script is not None:
@@ -114,6 +113,7 @@ class RateResult:
     errors: int  # answers other than 2xx, and requests that failed
     samples: list[float] = field(default_factory=list, repr=False)  # sorted latencies, ms
     rounds_p99_ms: list[float] = field(default_factory=list)  # p99 of each round, when merged
+    pooled_p99_ms: float | None = None  # when merged: the p99 of all the rounds' requests
 
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -122,18 +122,22 @@ class RateResult:
 
 
 def merge_rates(results: Sequence[RateResult]) -> RateResult:
-    """Rounds of one case at the same rate: percentiles over all their requests."""
+    """Rounds of one case at the same rate: the medians of the rounds' percentiles, so that
+    a stall of the machine during one round does not decide the figure (the p99 of all their
+    requests together is kept beside them)."""
     samples = sorted(x for r in results for x in r.samples)
     achieved = sum(r.achieved_rps * r.requests for r in results) / max(1, len(samples))
-    return RateResult(results[0].offered_rps, achieved, percentile(samples, 50),
-                      percentile(samples, 90), percentile(samples, 99), samples[-1],
-                      len(samples), sum(r.errors for r in results), samples,
-                      [round(r.p99_ms, 2) for r in results])
+    return RateResult(results[0].offered_rps, achieved, median([r.p50_ms for r in results]),
+                      median([r.p90_ms for r in results]), median([r.p99_ms for r in results]),
+                      samples[-1], len(samples), sum(r.errors for r in results), samples,
+                      [round(r.p99_ms, 2) for r in results], percentile(samples, 99))
 
 
-def run_h2load(url: str, *, rate: float, duration: float, clients: int = 64,
-               headers: Mapping[str, str] | None = None, skip: float = 0.5) -> RateResult:
-    """`clients` HTTP/1.1 connections, each sending rate/clients requests per second.
+def run_h2load(url: str, *, rate: float, duration: float, clients: int = 10,
+               headers: Mapping[str, str] | None = None, skip: float = 0.5,
+               cpus: Collection[int] | None = None) -> RateResult:
+    """`clients` HTTP/1.1 connections, each sending rate/clients requests per second
+    (rounded), for `duration` seconds after the first `skip`; `cpus`: where h2load runs.
 
     h2load starts every client's timer when the client connects; connected all at once, the
     clients would fire together, in bursts of `clients` requests, and the latency measured
@@ -144,11 +148,12 @@ def run_h2load(url: str, *, rate: float, duration: float, clients: int = 64,
     per_client = max(1, round(rate / clients))
     slots = max(1, 1000 // per_client)  # 1 ms slots in one interval of a client's timer
     per_slot = max(1, math.ceil(clients / slots))
-    total = per_client * clients * max(1, round(duration + skip))
+    total = per_client * clients * max(1, math.ceil(duration + skip))
     with tempfile.TemporaryDirectory(prefix="keygate-h2load-") as tmp:
         log = Path(tmp) / "requests.tsv"
-        argv = [_tool("h2load"), "--h1", "-c", str(clients), "-t", "1", "--rps", str(per_client),
-                "-r", str(per_slot), "--rate-period", "1ms", "-n", str(total),
+        argv = [*on_cpus([_tool("h2load")], cpus), "--h1", "-c", str(clients), "-t", "1",
+                "--rps", str(per_client), "-r", str(per_slot), "--rate-period", "1ms",
+                "-n", str(total),
                 f"--log-file={log}"]
         for name, value in (headers or {}).items():
             argv += ["-H", f"{name}: {value}"]

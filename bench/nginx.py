@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 
 from bench.procs import Child, Server, free_port, wait_http
@@ -49,7 +50,7 @@ class Nginx(Server):
     """One nginx master in the foreground, its config and logs in `prefix`."""
 
     def __init__(self, name: str, prefix: Path, workers: int, server: str, *,
-                 access_log: bool, port: int) -> None:
+                 access_log: bool, port: int, cpus: Collection[int] | None = None) -> None:
         self.name = name
         self.port = port
         prefix.mkdir(parents=True, exist_ok=True)
@@ -57,11 +58,12 @@ class Nginx(Server):
         conf = prefix / "nginx.conf"
         conf.write_text(_config(prefix, workers, server, access_log=access_log))
         self.child = Child(name, [nginx_binary(), "-c", str(conf), "-p", str(prefix)],
-                           prefix / "stdout.log")
+                           prefix / "stdout.log", cpus=cpus)
         wait_http(f"{self.url}/", child=self.child)
 
     @classmethod
-    def upstream(cls, prefix: Path, workers: int = 1) -> Nginx:
+    def upstream(cls, prefix: Path, workers: int = 1,
+                 cpus: Collection[int] | None = None) -> Nginx:
         """Answers every request with a small JSON body, at once."""
         port = free_port()
         server = f"""    server {{
@@ -69,10 +71,12 @@ class Nginx(Server):
         default_type application/json;
         location / {{ return 200 '{UPSTREAM_BODY}'; }}
     }}"""
-        return cls("nginx-upstream", prefix, workers, server, access_log=False, port=port)
+        return cls("nginx-upstream", prefix, workers, server, access_log=False, port=port,
+                   cpus=cpus)
 
     @classmethod
-    def proxy(cls, prefix: Path, workers: int, upstream_port: int) -> Nginx:
+    def proxy(cls, prefix: Path, workers: int, upstream_port: int,
+              cpus: Collection[int] | None = None) -> Nginx:
         """proxy_pass to the upstream over HTTP/1.1 keep-alive, access log on (its default)."""
         port = free_port()
         server = f"""    upstream backend {{
@@ -88,4 +92,5 @@ class Nginx(Server):
             proxy_set_header Connection "";
         }}
     }}"""
-        return cls("nginx-proxy", prefix, workers, server, access_log=True, port=port)
+        return cls(f"nginx-proxy-w{workers}", prefix, workers, server, access_log=True,
+                   port=port, cpus=cpus)

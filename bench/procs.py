@@ -10,13 +10,20 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["ROOT", "Child", "Server", "free_port", "stop_all", "wait_http"]
+__all__ = ["ROOT", "Child", "Server", "free_port", "on_cpus", "stop_all", "wait_http"]
 
 ROOT = Path(__file__).resolve().parent.parent
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def on_cpus(argv: Sequence[str], cpus: Collection[int] | None) -> list[str]:
+    """`argv` run on `cpus` only (`taskset`), it and whatever it forks; as is for None."""
+    if not cpus:
+        return list(argv)
+    return ["taskset", "-c", ",".join(str(cpu) for cpu in sorted(cpus)), *argv]
 
 
 def free_port() -> int:
@@ -62,12 +69,15 @@ class Child:
     """One server process (and whatever it forks), logging to a file."""
 
     def __init__(self, name: str, argv: Sequence[str], log: Path, *,
-                 env: Mapping[str, str] | None = None, cwd: Path = ROOT) -> None:
+                 env: Mapping[str, str] | None = None, cwd: Path = ROOT,
+                 cpus: Collection[int] | None = None) -> None:
+        """`cpus`: the only CPUs it (and what it forks) may run on; None: any."""
         self.name = name
         self.log = log
+        self.cpus = sorted(cpus) if cpus else None
         with log.open("ab") as out:
             self.process = subprocess.Popen(
-                list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                on_cpus(argv, cpus), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=dict(env) if env is not None else None, cwd=cwd,
                 start_new_session=True,  # its own process group: stopped as a whole, by id
             )
@@ -89,14 +99,6 @@ class Child:
                 text = (task / "children").read_text()
                 found.extend(int(pid) for pid in text.split())
         return found
-
-    def pin(self, cpus: set[int]) -> None:
-        """Run this process, every thread of it and the processes it forked on `cpus` only."""
-        for pid in [self.pid, *self.children()]:
-            with contextlib.suppress(OSError):
-                for task in Path(f"/proc/{pid}/task").iterdir():
-                    with contextlib.suppress(OSError):
-                        os.sched_setaffinity(int(task.name), cpus)
 
     def cpu_seconds(self) -> float:
         """User + system CPU time used so far by this process and the ones it forked."""

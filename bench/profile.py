@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +23,8 @@ __all__ = ["Profile", "profile_under_load", "summarise_collapsed"]
 # Frames that are the event loop and the interpreter driving it, not the work itself.
 _IDLE = ("select (selectors.py", "_run_once (asyncio", "run_forever (asyncio", "<module>",
          "run (asyncio", "run_until_complete (asyncio", "_run (asyncio/events.py",
-         "serve (gateway/edge/server.py", "_worker (", "main (", "_bootstrap", "_launch",
+         "_run_until_signal (gateway/edge/server.py", "_worker (", "main (", "_bootstrap",
+         "_launch",
          "run (multiprocessing", "start (multiprocessing", "__init__ (multiprocessing",
          "_Popen (multiprocessing", "cmd_serve (", "_run_code (", "_run_module_as_main (",
          "_supervise (", "<lambda> (gateway/cli.py")
@@ -109,15 +110,17 @@ def summarise_collapsed(text: str, top: int = 30) -> Profile:
 
 
 def profile_under_load(pid: int, url: str, out: Path, *, duration: float, connections: int,
-                       headers: Mapping[str, str] | None = None) -> Profile:
-    """Sample `pid` for `duration` seconds while wrk loads `url`; files go next to `out`."""
+                       headers: Mapping[str, str] | None = None,
+                       cpus: Collection[int] | None = None) -> Profile:
+    """Sample `pid` for `duration` seconds while wrk (on `cpus`) loads `url`; files go next
+    to `out`."""
     beside = Path(sys.executable).parent / "py-spy"  # installed in the venv (dev extra)
     py_spy = str(beside) if beside.exists() else shutil.which("py-spy")
     if py_spy is None:
         raise RuntimeError("py-spy is not installed (pip install -e '.[dev]')")
     loaded: list[PeakResult] = []
     load = threading.Thread(target=lambda: loaded.append(run_wrk(
-        url, connections=connections, duration=duration + 2, headers=headers)))
+        url, connections=connections, duration=duration + 2, headers=headers, cpus=cpus)))
     load.start()
     raw = out.with_suffix(".collapsed.txt")
     svg = out.with_suffix(".svg")
@@ -133,7 +136,7 @@ def profile_under_load(pid: int, url: str, out: Path, *, duration: float, connec
     # A flame graph of the same load, for reading by eye.
     load = threading.Thread(target=lambda: run_wrk(url, connections=connections,
                                                    duration=min(duration, 5) + 2,
-                                                   headers=headers))
+                                                   headers=headers, cpus=cpus))
     load.start()
     try:
         done = subprocess.run([py_spy, "record", "--pid", str(pid), "--duration",

@@ -1,9 +1,8 @@
-"""What a gateway asks Redis per request: commands executed, and round trips.
+"""What a gateway asks Redis per request, in round trips.
 
-Redis counts the commands a Lua script runs as commands of their own (INFO commandstats shows
-TIME, GET and SET beside each EVALSHA), so the round trips a request costs are counted
-separately: with MONITOR, on a short light load, keeping only the commands that name the
-gateway's own key prefix and were sent by a client (not run by a script).
+Counted with MONITOR, on a short light load, keeping only the commands that name the
+gateway's own key prefix (so other users of a shared Redis do not count) and were sent by a
+client: Redis also shows the commands a Lua script runs, which are no round trips.
 """
 
 from __future__ import annotations
@@ -14,30 +13,7 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-import redis
-
-__all__ = ["CommandCounter", "RoundTripMonitor"]
-
-
-class CommandCounter:
-    """Commands the Redis server executed, by name (INFO commandstats), between two reads."""
-
-    def __init__(self, url: str) -> None:
-        self._client = redis.Redis.from_url(url)
-
-    def read(self) -> dict[str, int]:
-        stats = self._client.info("commandstats")
-        return {name.removeprefix("cmdstat_"): int(value["calls"])
-                for name, value in stats.items()}
-
-    def calls_since(self, before: dict[str, int]) -> dict[str, int]:
-        after = self.read()
-        deltas = {name: calls - before.get(name, 0) for name, calls in after.items()}
-        deltas["info"] = deltas.get("info", 0) - 1  # our own INFO
-        return {name: delta for name, delta in deltas.items() if delta > 0}
-
-    def close(self) -> None:
-        self._client.close()
+__all__ = ["RoundTripMonitor"]
 
 
 class RoundTripMonitor:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the benchmark's tools from Debian's packages when one is missing:
 # nginx (the upstream and the proxy_pass reference), wrk (peak load), h2load (fixed-rate load),
-# valgrind (instructions per request, counted by callgrind).
+# valgrind (instructions per request, counted by callgrind), taskset (pinning, util-linux).
 set -euo pipefail
 
 missing=()
@@ -9,6 +9,7 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
 command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
+command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then
