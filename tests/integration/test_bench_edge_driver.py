@@ -4,6 +4,7 @@ anything else."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -68,13 +69,26 @@ async def test_an_unknown_key_is_not_counted_either(
         await driver.run_waiting(1)
 
 
-async def test_rate_limited_requests_wait_for_redis(
+async def test_rate_limited_requests_are_answered_at_once_from_a_lease(
         driver_settings: Settings, database_url: str) -> None:
     limited = driver_settings.replace(rate_limits=True)
     opened = await Gateway.open(limited)
     try:
         driver = EdgeDriver(opened, request_bytes(await _token(database_url, limited)))
-        await driver.run_waiting(50)
+        await driver.run_waiting(50)  # the first wait for a lease of the budget
+        await asyncio.sleep(0.1)  # a busy loop's turns: the lease renewed ahead of need lands
+        driver.run_at_once(5)  # then the lease answers, with no round trip
+    finally:
+        await opened.aclose()
+
+
+async def test_with_no_lease_every_rate_limited_request_waits_for_redis(
+        driver_settings: Settings, database_url: str) -> None:
+    exact = driver_settings.replace(rate_limits=True, rate_limit_lease_ttl=0)
+    opened = await Gateway.open(exact)
+    try:
+        driver = EdgeDriver(opened, request_bytes(await _token(database_url, exact)))
+        await driver.run_waiting(20)
         with pytest.raises(RuntimeError, match="0 forwarded"):
             driver.run_at_once(1)  # the rate limit's round trip is never answered at once
     finally:
