@@ -45,6 +45,7 @@ class RequestView:
         "forwarded_for",
         "forwarded_host",
         "forwarded_proto",
+        "has_body",
         "headers",
         "host",
         "is_chunked",
@@ -80,12 +81,9 @@ class RequestView:
         self.forwarded_host: bytes | None = None
         self.content_length: int | None = None
         self.is_chunked = False
+        self.has_body = False  # chunked, or a length above zero
         self.expects_continue = False
         self.upgrade: bytes | None = None
-
-    @property
-    def has_body(self) -> bool:
-        return self.is_chunked or bool(self.content_length)
 
     def __repr__(self) -> str:
         # SECURITY: never the Authorization value.

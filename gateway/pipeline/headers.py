@@ -104,6 +104,7 @@ def read_headers(view: RequestView, raw: Iterable[tuple[bytes, bytes]]) -> None:
             view.is_chunked = True
         elif kind == _UPGRADE:
             view.upgrade = value
+    view.has_body = view.is_chunked or bool(view.content_length)
     if named:
         # Headers the client's Connection header names are hop-by-hop too (RFC 9110 7.6.1).
         dropped = set(named) - {b"close", b"keep-alive", b"upgrade"}
@@ -158,8 +159,8 @@ def upstream_request_head(view: RequestView, target: bytes, upstream_host: bytes
 class ResponseHead:
     """The upstream's status and the headers of its answer that reach the client."""
 
-    __slots__ = ("content_length", "headers", "is_chunked", "keeps_alive", "named", "reason",
-                 "status")
+    __slots__ = ("content_length", "has_rate_headers", "headers", "is_chunked", "keeps_alive",
+                 "named", "reason", "status")
 
     def __init__(self) -> None:
         self.status = 0
@@ -169,6 +170,7 @@ class ResponseHead:
         self.is_chunked = False
         self.keeps_alive = True
         self.named: list[bytes] | None = None  # what its Connection header names
+        self.has_rate_headers = False  # X-RateLimit-* of its own
 
 
 # Headers of the upstream's answer the gateway sets itself, or that frame the body.
@@ -183,6 +185,8 @@ def read_response_headers(head: ResponseHead, raw: Iterable[tuple[bytes, bytes]]
         key = name.lower()
         if key not in _RESPONSE_OWN:
             kept.append((name, value))
+            if key.startswith(b"x-ratelimit-"):
+                head.has_rate_headers = True
         elif key == b"content-length":
             head.content_length = int(value)
         elif key == b"transfer-encoding":
@@ -212,7 +216,7 @@ def client_response_head(head: ResponseHead, request_id: str, rate: tuple[int, i
     if head.named:
         named = set(head.named)
         headers = [(n, v) for n, v in headers if n.lower() not in named]
-    if rate is not None:  # ours replace the upstream's
+    if rate is not None and head.has_rate_headers:  # ours replace the upstream's
         headers = [(n, v) for n, v in headers
                    if not n.lower().startswith(b"x-ratelimit-")]
     for name, value in headers:
