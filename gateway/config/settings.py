@@ -100,6 +100,7 @@ class Settings:
     client_timeout: float = 60.0  # keep-alive: the next request must start this soon
     client_header_timeout: float = 10.0  # a request's head must arrive within this
     client_body_timeout: float = 30.0  # and its body within this, once the head is in
+    client_linger_timeout: float = 2.0  # after the last answer, the client's bytes dropped
     max_pipelined: int = 16  # requests read ahead on one connection before reading stops
     max_connections: int = 10_000  # per process
     max_connections_per_ip: int = 256  # per process and client address; proxies exempt

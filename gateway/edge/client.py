@@ -64,9 +64,10 @@ class ClientConnection(asyncio.Protocol):
     # its upstream leg, or too many pipelined requests wait their turn.
     UPSTREAM_FULL, WAITING, QUEUED = 1, 2, 4
 
-    __slots__ = ("_header_bytes", "_headers", "_in_head", "_refusal", "_url", "address",
-                 "current", "deadline", "edge", "is_closing", "is_half_closed", "parser",
-                 "parsing", "paused", "peer", "queue", "state", "transport", "upgrading")
+    __slots__ = ("_header_bytes", "_headers", "_in_head", "_lingering", "_refusal", "_url",
+                 "address", "current", "deadline", "edge", "is_closing", "is_half_closed",
+                 "parser", "parsing", "paused", "peer", "queue", "state", "transport",
+                 "upgrading")
 
     def __init__(self, edge: Edge) -> None:
         self.edge = edge
@@ -89,6 +90,7 @@ class ClientConnection(asyncio.Protocol):
         self._header_bytes = 0
         # A request that could not be read, answered once those before it are.
         self._refusal: tuple[GatewayError, RequestView | None] | None = None
+        self._lingering = False  # answered for the last time; reading only to drop
 
     # --- asyncio protocol ----------------------------------------------------------------
 
@@ -105,6 +107,10 @@ class ClientConnection(asyncio.Protocol):
         self.deadline = self.edge.loop.time() + self.edge.settings.client_header_timeout
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            if self.is_half_closed:  # the client's last bytes, read: nothing more will come
+                self._close_now()
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -140,7 +146,7 @@ class ClientConnection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         # A half-close: answer what was asked, then close. TLS cannot stay half-open.
         self.is_half_closed = True
-        if self.current is None or self.edge.is_tls:
+        if self._lingering or self.current is None or self.edge.is_tls:
             return False
         return True
 
@@ -311,8 +317,29 @@ class ClientConnection(asyncio.Protocol):
         return self.edge.loop.time() + self.edge.settings.client_timeout
 
     def close(self) -> None:
-        """Close once what was written has gone out."""
+        """Close once what was written has gone out.
+
+        Not at once: bytes of the client's still unread (a refused body, requests after the
+        last answered one) would make the kernel reset the connection, and a reset can
+        destroy answers the client has not read yet. So the gateway half-closes, drops what
+        still comes, and closes when the client does, or after `client_linger_timeout`.
+        """
         self.is_closing = True
+        transport = self.transport
+        if transport is None or self._lingering:
+            return
+        if not transport.can_write_eof():  # TLS: no half-close
+            transport.close()
+            return
+        self._lingering = True
+        transport.write_eof()
+        self.paused = 0
+        transport.resume_reading()
+        settings = self.edge.settings
+        self.deadline = self.edge.loop.time() + (
+            self.edge.tick if self.is_half_closed else settings.client_linger_timeout)
+
+    def _close_now(self) -> None:
         if self.transport is not None:
             self.transport.close()
 
@@ -333,6 +360,9 @@ class ClientConnection(asyncio.Protocol):
         if not self.deadline or now < self.deadline:
             return
         self.deadline = 0.0
+        if self._lingering:  # the client keeps its side open: enough
+            self._close_now()
+            return
         self.edge.timed_out += 1
         if self.parsing is not None:  # a body that does not come
             self.parsing.client_body_late()

@@ -4,6 +4,7 @@ produced by a real request through the real gateway in front of the sandbox exch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import struct
@@ -441,3 +442,23 @@ async def test_slow_clients_are_cut_off_and_connections_capped(
             w.close()
     finally:
         process.stop()
+
+
+async def test_a_refusal_reaches_a_client_still_sending_its_body(gateway: RunningGateway) -> None:
+    """An answer given before the body was read must not be lost to a reset: the gateway
+    half-closes and drops the rest, rather than closing on unread bytes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        writer.write(b"POST /public/v1/account/orders HTTP/1.1\r\nHost: x\r\n"
+                     b"Authorization: Bearer kg_nope\r\nContent-Length: 1000000\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.2)  # answered (401) and closing by now
+        with contextlib.suppress(ConnectionError):
+            for _ in range(20):  # the body goes on arriving after the answer
+                writer.write(b"x" * 16384)
+                await writer.drain()
+        answer = await asyncio.wait_for(reader.read(65536), 5)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:100]
+    assert b'"INVALID_APIKEY"' in answer

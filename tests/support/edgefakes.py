@@ -41,7 +41,9 @@ class FakeTransport:
     def __init__(self, peer: tuple[str, int] = ("198.51.100.7", 40000)) -> None:
         self.peer = peer
         self.written = bytearray()
-        self.closed = False
+        self.closed = False  # closed, or half-closed by the gateway (`write_eof`)
+        self.eof_written = False
+        self.fully_closed = False  # `close()` itself
         self.aborted = False
         self.reading = True
         self.pauses = 0
@@ -59,7 +61,14 @@ class FakeTransport:
         self.resumes += 1
 
     def close(self) -> None:
-        self.closed = True
+        self.closed = self.fully_closed = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        """The gateway's side ends (it then only drops what the client still sends)."""
+        self.eof_written = self.closed = True
 
     def abort(self) -> None:
         self.aborted = self.closed = True

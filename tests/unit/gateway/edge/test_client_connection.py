@@ -177,7 +177,9 @@ async def test_unreadable_bytes_get_400_and_the_connection_closes() -> None:
     conn.data_received(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(32)))
     [(status, headers, body)] = split_answers(t.take())
     assert (status, error_code(body), headers["connection"]) == (400, "ILLEGAL_CHARS", "close")
-    assert t.closed and not t.reading
+    assert t.eof_written  # half-closed: what the client still sends is read and dropped
+    conn.data_received(b"GET /public/v1/time HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert t.take() == b""
     h.services.outcomes.drain()
     assert [(o.method, o.status, o.request_id) for o in h.services.seen] == [
         ("UNKNOWN", 400, headers["x-request-id"])]
@@ -446,3 +448,22 @@ async def test_good_pipelined_requests_before_a_bad_one_are_still_answered() -> 
     assert [hd["x-request-id"] for _, hd, _ in answers[:2]] == ["one", "two"], answers
     assert request_ids(up_t) == [b"one", b"two"]
     assert t.closed
+
+
+async def test_a_closing_connection_lingers_then_closes() -> None:
+    """After its last answer the gateway half-closes, drops what still comes (its unread
+    bytes would otherwise reset the connection and lose the answers), and closes when the
+    client does, or when the linger time is up."""
+    h = EdgeHarness()
+    conn, t = h.client()
+    conn.data_received(b"\x16\x03\x01 not http")
+    assert t.eof_written and not t.fully_closed and not t.aborted
+    conn.data_received(b"more bytes the client had in flight")
+    assert t.take().count(b"HTTP/1.1 ") == 1  # the one refusal, nothing for the rest
+    assert conn.eof_received() is False  # the client closes: so does the gateway
+    conn2, t2 = h.client()
+    conn2.data_received(b"\x16\x03\x01 not http")
+    conn2.check_deadline(h.edge.loop.time() + 0.5)
+    assert not t2.fully_closed  # still lingering
+    conn2.check_deadline(h.edge.loop.time() + h.edge.settings.client_linger_timeout + 1)
+    assert t2.fully_closed
