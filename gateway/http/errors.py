@@ -65,7 +65,7 @@ class IllegalChars(GatewayError):
 
 
 class MalformedRequest(GatewayError):
-    """Bytes aiohttp's parser refused: not HTTP/1.1, or framed two ways (smuggling)."""
+    """Bytes the edge could not read as one request: not HTTP/1.1, or framed two ways."""
 
     status = 400
     code = "ILLEGAL_CHARS"  # the exchange's code for a request it cannot read

@@ -104,7 +104,7 @@ def test_illegal_chars() -> None:
 
 
 def test_malformed_request() -> None:
-    # aiohttp's parser refusals: the exchange's 400 code, so clients raise BadRequest.
+    # Requests the edge cannot read: the exchange's 400 code, so clients raise BadRequest.
     response, body = _render(MalformedRequest())
     assert (response.status, body["error"]) == (400, "ILLEGAL_CHARS")
     assert "WWW-Authenticate" not in response.headers

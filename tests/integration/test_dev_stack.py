@@ -84,7 +84,7 @@ def test_dev_stack_on_embedded_defaults(tmp_path: Path, default_ports_taken: Non
 
         status, body = _get(f"{gateway}/public/v1/time")
         assert status == 200 and "epoch_millis" in json.loads(body)
-        # Served as `gateway serve` serves it: even aiohttp's own refusals are the contract's.
+        # Served as `gateway serve` serves it: even the parser's refusals are the contract's.
         with socket.create_connection(("127.0.0.1", ports["port"]), timeout=5) as raw:
             raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
                         b"Transfer-Encoding: chunked\r\n\r\n")

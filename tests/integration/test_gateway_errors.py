@@ -177,8 +177,8 @@ _SMUGGLED = b"GET /public/v1/account/balances HTTP/1.1\r\nHost: x\r\n\r\n"
 ])
 async def test_unparsable_requests_get_the_contract_error(
         gateway: RunningGateway, raw: bytes, expected_status: int, code: str) -> None:
-    """aiohttp's parser refuses these before any handler runs: the answer is still the
-    contract's JSON with a request id, the connection is closed, and nothing smuggled
+    """The parser (llhttp, strict) refuses these before any step runs: the answer is still
+    the contract's JSON with a request id, the connection is closed, and nothing smuggled
     behind the refused request is answered."""
     outcomes = gateway.services.outcomes
     seen: list[Outcome] = []
