@@ -237,8 +237,13 @@ async def latency(gateway_port: int, sandbox_port: int, token: str, rate: float,
 
 
 @contextlib.contextmanager
-def _stores() -> Iterator[tuple[str, str]]:
-    """A fresh database and a Redis, with their URLs."""
+def _stores(database_url: str | None = None,
+            redis_url: str | None = None) -> Iterator[tuple[str, str]]:
+    """A database and a Redis, with their URLs: the ones given (`make bench`'s own, migrated,
+    its keys under prefixes of their own), else a fresh database."""
+    if database_url and redis_url:
+        yield database_url, redis_url
+        return
     pg, redis = os.environ.get("GATEWAY_TEST_DATABASE_URL"), os.environ.get(
         "GATEWAY_TEST_REDIS_URL")
     folder = Path(tempfile.mkdtemp(prefix="keygate-bench-streams-"))
@@ -319,7 +324,8 @@ def _percentile(values: list[float], share: float) -> float:
 
 
 def run(seconds: float = 3.0, clients: int = 4, rate: float = 100.0, *,
-        quick: bool = False, say: Callable[[str], None] = print) -> dict[str, Any]:
+        quick: bool = False, say: Callable[[str], None] = print,
+        database_url: str | None = None, redis_url: str | None = None) -> dict[str, Any]:
     """Start the stack, measure, stop it; the figures (`make bench --parts streams` calls
     this with `quick` and `say`)."""
     if quick:
@@ -330,7 +336,7 @@ def run(seconds: float = 3.0, clients: int = 4, rate: float = 100.0, *,
         if (os.cpu_count() or 1) >= 2:
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(0, {0})  # the load and the upstreams: off the gateway's CPU
-        figures = _measure(seconds, clients, rate)
+        figures = _measure(seconds, clients, rate, database_url, redis_url)
     finally:
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, before)
@@ -340,12 +346,13 @@ def run(seconds: float = 3.0, clients: int = 4, rate: float = 100.0, *,
     return figures
 
 
-def _measure(seconds: float, clients: int, rate: float) -> dict[str, Any]:
+def _measure(seconds: float, clients: int, rate: float, database_url: str | None,
+             redis_url: str | None) -> dict[str, Any]:
     sandbox_port, blaster_port, gateway_port, status_port = (_free_port() for _ in range(4))
     folder = Path(tempfile.mkdtemp(prefix="keygate-bench-streams-"))
     children: list[subprocess.Popen[bytes]] = []
     try:
-        with _stores() as (database, redis):
+        with _stores(database_url, redis_url) as (database, redis):
             pepper = secrets.token_urlsafe(32)
             token = asyncio.run(_issue_key(database, pepper))
             routes = (ROOT / "config" / "routes.yaml").read_text()
