@@ -92,6 +92,18 @@ async def _own_key(request: web.Request, account: AccountRow) -> KeyInfo | None:
     return next((k for k in keys if k.key_id == key_id), None)
 
 
+async def _own_active_key(request: web.Request, account: AccountRow) -> KeyInfo | None:
+    """`_own_key`, when it is active (what rolling and adding addresses need)."""
+    key = await _own_key(request, account)
+    return key if key is not None and key.status == "active" else None
+
+
+async def _posted(request: web.Request, *names: str) -> dict[str, list[str]]:
+    """Each named field's text values, as the form sent them (repeated fields included)."""
+    form = await request.post()
+    return {name: [v for v in form.getall(name, []) if isinstance(v, str)] for name in names}
+
+
 def _not_found(request: web.Request) -> web.Response:
     return render(request, "error.html", {
         "title": "Key not found",
@@ -146,10 +158,8 @@ async def new_key_post(request: web.Request) -> web.Response:
     account = _user(request)
     settings = request.app[SETTINGS_KEY]
     catalog = request.app[PERMISSIONS_KEY]
-    form = await request.post()
-    fields = {name: [v for v in form.getall(name, []) if isinstance(v, str)]
-              for name in ("name", "permissions", "ips", "totp", "expires_in_days",
-                           "withdraw_addresses")}
+    fields = await _posted(request, "name", "permissions", "ips", "totp", "expires_in_days",
+                           "withdraw_addresses")
     values = {"name": (fields["name"] or [""])[0], "permissions": fields["permissions"],
               "ips": "\n".join(fields["ips"]),
               "expires_in_days": (fields["expires_in_days"] or [""])[0],
@@ -365,8 +375,8 @@ def _roll_page(request: web.Request, account: AccountRow, key: KeyInfo, *,
 @login_required
 async def roll_key_page(request: web.Request) -> web.Response:
     account = _user(request)
-    key = await _own_key(request, account)
-    if key is None or key.status != "active":
+    key = await _own_active_key(request, account)
+    if key is None:
         return _not_found(request)
     return _roll_page(request, account, key, values={"overlap_hours": "24"}, errors={})
 
@@ -375,13 +385,11 @@ async def roll_key_page(request: web.Request) -> web.Response:
 async def roll_key_post(request: web.Request) -> web.Response:
     """A new pending key with the old one's settings, confirmed by email like a new key."""
     account = _user(request)
-    key = await _own_key(request, account)
-    if key is None or key.status != "active":
+    key = await _own_active_key(request, account)
+    if key is None:
         return _not_found(request)
     settings = request.app[SETTINGS_KEY]
-    form = await request.post()
-    fields = {name: [v for v in form.getall(name, []) if isinstance(v, str)]
-              for name in ("overlap_hours", "totp")}
+    fields = await _posted(request, "overlap_hours", "totp")
     values = {"overlap_hours": (fields["overlap_hours"] or [""])[0]}
     wanted, errors = validate_roll_form(fields, needs_totp=account.totp_enabled)
     if wanted is None:
@@ -436,8 +444,8 @@ def _addresses_page(request: web.Request, account: AccountRow, key: KeyInfo, *,
 @login_required
 async def addresses_page(request: web.Request) -> web.Response:
     account = _user(request)
-    key = await _own_key(request, account)
-    if key is None or key.status != "active":
+    key = await _own_active_key(request, account)
+    if key is None:
         return _not_found(request)
     return _addresses_page(request, account, key, values={}, errors={})
 
@@ -446,13 +454,11 @@ async def addresses_page(request: web.Request) -> web.Response:
 async def addresses_post(request: web.Request) -> web.Response:
     """Addresses for a live key: 2FA code, then an emailed link, then the cooldown."""
     account = _user(request)
-    key = await _own_key(request, account)
-    if key is None or key.status != "active":
+    key = await _own_active_key(request, account)
+    if key is None:
         return _not_found(request)
     settings = request.app[SETTINGS_KEY]
-    form = await request.post()
-    fields = {name: [v for v in form.getall(name, []) if isinstance(v, str)]
-              for name in ("withdraw_addresses", "totp")}
+    fields = await _posted(request, "withdraw_addresses", "totp")
     values = {"withdraw_addresses": "\n".join(fields["withdraw_addresses"])}
     wanted, errors = validate_address_form(
         fields, needs_totp=account.totp_enabled,
